@@ -1,0 +1,88 @@
+"""The ``ingest-proxy`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from proxy import __version__
+from proxy.config import Settings, load_settings
+from proxy.errors import ConfigError
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ingest-proxy",
+        description="Accept any HTTP request, persist it as a task, answer 202, "
+        "deliver it to a slow backend at a steady rate.",
+    )
+    parser.add_argument("--version", action="version", version=f"ingest-proxy {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the proxy",
+        description="Run the proxy. Every flag is also an INGEST_PROXY_<FLAG> env var; "
+        "flags win over env vars, which win over the config file.",
+    )
+    add_settings_flags(serve)
+    return parser
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that build Settings, shared by every command that runs an engine."""
+    parser.add_argument("--config", metavar="PATH", help="TOML config file")
+    parser.add_argument("--engine", choices=["local", "cloudtasks"], help="default: local")
+    parser.add_argument("--target", metavar="URL", help="backend base URL of the default queue")
+    parser.add_argument("--rate", metavar="N", help="dispatches per second (max 500)")
+    parser.add_argument("--burst", metavar="N", help="token bucket size (default: from rate)")
+    parser.add_argument("--concurrency", metavar="N", help="max dispatches in flight")
+    parser.add_argument("--queue", metavar="NAME", help="default queue name (Cloud Tasks queue id)")
+    parser.add_argument("--host", help="ingress bind address (default 127.0.0.1)")
+    parser.add_argument("--port", metavar="N", help="ingress port (default 8080, or $PORT)")
+    parser.add_argument("--admin-host", help="admin bind address (default 127.0.0.1)")
+    parser.add_argument("--admin-port", metavar="N", help="admin port (default 9090)")
+    parser.add_argument("--trusted-proxies", metavar="IPS", help="proxies whose X-Forwarded-* count")
+    parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--db", metavar="PATH", help="SQLite file of the local engine")
+    parser.add_argument("--project", help="Google Cloud project (cloudtasks engine)")
+    parser.add_argument("--location", help="Cloud Tasks location, e.g. europe-west1")
+    parser.add_argument("--service-account", metavar="EMAIL", help="OIDC token identity")
+    parser.add_argument("--emulator-host", metavar="HOST:PORT", help="Cloud Tasks emulator")
+    parser.add_argument("--max-body-bytes", metavar="N", help="body limit (default 102400)")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from parsed flags, the environment and the config file."""
+    flags = {
+        name: getattr(args, name)
+        for name in (
+            "engine", "target", "rate", "burst", "concurrency", "queue", "host", "port",
+            "admin_host", "admin_port", "trusted_proxies", "log_level", "db", "project",
+            "location", "service_account", "emulator_host", "max_body_bytes",
+        )
+    }  # fmt: skip
+    return load_settings(args.config, env=os.environ, flags=flags)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 for a configuration error)."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ConfigError as exc:
+        print(f"ingest-proxy: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    logging.basicConfig(
+        level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    if args.command == "serve":
+        from proxy.server import serve
+
+        return asyncio.run(serve(settings))
+    return EXIT_CONFIG  # pragma: no cover - argparse rejects unknown commands

@@ -1,0 +1,242 @@
+"""Ingress: any request on any path -> one Envelope -> engine.enqueue() -> 202.
+
+A plain ASGI callable rather than a Starlette route: per-request Python work decides
+ingest throughput, so the hot path does only what it must.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from proxy.config import QueueSettings, RouteSettings, Settings
+from proxy.engines import Engine
+from proxy.engines.delivery import BODY_METHODS, MAX_URL_LENGTH, target_url
+from proxy.envelope import Envelope
+from proxy.errors import (
+    BadRequestError,
+    BodyTooLargeError,
+    HeadersTooLargeError,
+    MethodNotAllowedError,
+    ProxyError,
+    UriTooLongError,
+)
+from proxy.headers import filter_headers, request_id_from, schedule_time_from, task_id_for_key
+from proxy.metrics import Metrics
+from proxy.problems import error_response_parts
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+ALLOWED_METHODS = frozenset({"POST", "GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"})
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    settings: RouteSettings
+    queue: QueueSettings
+    prefix: str  # without a trailing slash; "" for the catch-all
+
+    def matches(self, path: str, host: str) -> bool:
+        if self.settings.host is not None and host != self.settings.host:
+            return False
+        prefix = self.prefix
+        return not prefix or path == prefix or path.startswith(prefix + "/")
+
+
+class Ingress:
+    """ASGI app that turns every HTTP request into a durable task on its route's queue."""
+
+    def __init__(self, settings: Settings, engine: Engine, metrics: Metrics) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.max_body = settings.limits.max_body_bytes
+        self.max_headers = settings.limits.max_header_bytes
+        self.routes = [
+            _Route(route, settings.queue(route.queue), route.prefix.rstrip("/"))
+            for route in settings.effective_routes
+        ]
+        self._enqueue_seconds = metrics.enqueue_seconds.labels(engine.name)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        in_flight = self.metrics.requests_in_flight
+        in_flight.inc()
+        queue_name = "-"
+        try:
+            route = self._route(scope)
+            queue_name = route.queue.name
+            status, headers, body = await self._accept(scope, receive, route)
+        except ProxyError as exc:
+            self.metrics.enqueue_errors.labels(exc.code).inc()
+            status, headers, body = error_response_parts(exc)
+        finally:
+            in_flight.dec()
+        self.metrics.requests.labels(queue_name, str(status)).inc()
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _route(self, scope: Scope) -> _Route:
+        path = scope["path"]
+        host = ""
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value.decode("latin-1").lower().rsplit(":", 1)[0] if value else ""
+                break
+        for route in self.routes:
+            if route.matches(path, host):
+                return route
+        raise AssertionError("the catch-all route always matches")  # pragma: no cover
+
+    async def _accept(
+        self, scope: Scope, receive: Receive, route: _Route
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        method = scope["method"]
+        if method not in ALLOWED_METHODS:
+            raise MethodNotAllowedError(
+                f"Method {method} cannot be delivered; use one of "
+                "POST, GET, HEAD, PUT, DELETE, PATCH, OPTIONS."
+            )
+        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
+        control: dict[bytes, str] = {}
+        content_length: int | None = None
+        for name, value in raw_headers:
+            if name in (b"idempotency-key", b"x-delay", b"x-not-before", b"x-request-id"):
+                control[name] = value.decode("latin-1")
+            elif name == b"content-length":
+                content_length = _content_length(value)
+        now = time.time()
+        schedule_time = schedule_time_from(
+            control.get(b"x-delay"), control.get(b"x-not-before"), now
+        )
+        key = control.get(b"idempotency-key")
+        task_id = task_id_for_key(key) if key is not None else os.urandom(16).hex()
+        request_id = request_id_from(control.get(b"x-request-id")) or os.urandom(16).hex()
+        path = self._delivery_path(scope, route)
+        query = scope.get("query_string", b"").decode("latin-1")
+        forwarded = self._headers(scope, route, raw_headers, request_id)
+        if content_length is not None and content_length > self.max_body:
+            raise BodyTooLargeError(_too_large(self.max_body))
+        body = await self._read_body(receive)
+        if body and method not in BODY_METHODS:
+            raise BadRequestError(
+                f"A {method} request cannot carry a body; only POST, PUT and PATCH can.",
+                code="body_not_allowed",
+            )
+        envelope = Envelope(
+            id=task_id,
+            queue=route.queue.name,
+            method=method,
+            path=path,
+            query=query,
+            headers=tuple(forwarded),
+            body=body,
+            received_at=now,
+            schedule_time=schedule_time,
+            idempotency_key=key,
+            request_id=request_id,
+        )
+        if len(target_url(route.queue, envelope)) > MAX_URL_LENGTH:
+            raise UriTooLongError(
+                f"The delivery URL would be longer than {MAX_URL_LENGTH} characters."
+            )
+        started = time.perf_counter()
+        result = await self.engine.enqueue(envelope)
+        self._enqueue_seconds.observe(time.perf_counter() - started)
+        self.metrics.request_body_bytes.observe(len(body))
+        duplicate = ', "duplicate": true' if result.duplicate else ""
+        payload = f'{{"task": "{result.task_id}", "queue": "{result.queue}"{duplicate}}}'.encode()
+        return (
+            202,
+            [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"x-task-id", result.task_id.encode()),
+                (b"x-request-id", request_id.encode()),
+            ],
+            payload,
+        )
+
+    def _delivery_path(self, scope: Scope, route: _Route) -> str:
+        raw = scope.get("raw_path")
+        path = raw.decode("latin-1") if raw else quote(scope["path"], safe=_PATH_SAFE)
+        if not path.startswith("/"):
+            raise BadRequestError(
+                "The request target must be a path starting with '/'.", code="invalid_target"
+            )
+        if any(c <= " " or c > "~" for c in path):
+            path = quote(path, safe=_PATH_SAFE)
+        if route.settings.strip_prefix and route.prefix:
+            path = path[len(route.prefix) :] or "/"
+            if not path.startswith("/"):
+                path = "/" + path
+        return path
+
+    def _headers(
+        self,
+        scope: Scope,
+        route: _Route,
+        raw_headers: list[tuple[bytes, bytes]],
+        request_id: str,
+    ) -> list[tuple[str, str]]:
+        forwarded = filter_headers(
+            raw_headers,
+            forward_authorization=route.settings.forward_authorization,
+            forward_cookies=route.settings.forward_cookies,
+        )
+        client = scope.get("client")
+        if client:
+            forwarded.append(("x-forwarded-for", str(client[0])))
+        forwarded.append(("x-forwarded-proto", str(scope.get("scheme", "http"))))
+        for name, value in raw_headers:
+            if name == b"host":
+                forwarded.append(("x-forwarded-host", value.decode("latin-1")))
+                break
+        forwarded.append(("x-request-id", request_id))
+        size = sum(len(name) + len(value) + 4 for name, value in forwarded)
+        if size > self.max_headers:
+            raise HeadersTooLargeError(
+                f"The forwarded headers total {size} bytes; the limit is {self.max_headers}."
+            )
+        return forwarded
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise BadRequestError(
+                    "The client disconnected before the body was complete.", code="disconnected"
+                )
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > self.max_body:
+                    raise BodyTooLargeError(_too_large(self.max_body))
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _content_length(value: bytes) -> int:
+    try:
+        length = int(value)
+    except ValueError:
+        length = -1
+    if length < 0:
+        raise BadRequestError("Content-Length is not a whole number.", code="invalid_content_length")
+    return length
+
+
+def _too_large(limit: int) -> str:
+    return f"The request body is larger than the limit of {limit} bytes."

@@ -1,0 +1,26 @@
+"""The one place where an error becomes an HTTP response."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from proxy.errors import ProxyError
+
+
+def error_body(code: str, detail: str) -> bytes:
+    """The JSON error body every refusal carries: ``{"error": code, "detail": sentence}``."""
+    return json.dumps({"error": code, "detail": detail}).encode()
+
+
+def error_response_parts(exc: ProxyError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers and body for ``exc``; ``Retry-After`` in whole seconds when set."""
+    body = error_body(exc.code, exc.detail)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if exc.retry_after is not None:
+        seconds = max(1, math.ceil(exc.retry_after))
+        headers.append((b"retry-after", str(seconds).encode()))
+    return exc.status, headers, body

@@ -1,0 +1,80 @@
+"""Run the ingress and admin listeners in one process, with an orderly shutdown.
+
+On SIGTERM or SIGINT: readiness fails at once, the ingress listener stops accepting and
+finishes the requests in flight, the engine drains (lifespan shutdown), then the admin
+listener stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+
+import uvicorn
+
+from proxy.app import create_admin_app, create_app
+from proxy.config import Settings
+
+logger = logging.getLogger("ingest_proxy")
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to :func:`serve`."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def build_servers(settings: Settings) -> tuple[_Server, _Server, asyncio.Event]:
+    """The ingress and admin uvicorn servers for ``settings`` (not yet started)."""
+    app = create_app(settings)
+    admin = create_admin_app(app)
+    server = settings.server
+    ingress_config = uvicorn.Config(
+        app,
+        host=server.host,
+        port=server.port,
+        lifespan="on",
+        log_level=server.log_level,
+        proxy_headers=True,
+        forwarded_allow_ips=server.trusted_proxies,
+        server_header=False,
+        timeout_graceful_shutdown=int(server.shutdown_grace),
+        access_log=False,
+    )
+    admin_config = uvicorn.Config(
+        admin,
+        host=server.admin_host,
+        port=server.admin_port,
+        lifespan="off",
+        log_level=server.log_level,
+        server_header=False,
+        access_log=False,
+    )
+    return _Server(ingress_config), _Server(admin_config), asyncio.Event()
+
+
+async def serve(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT; return the process exit status."""
+    ingress, admin, _ = build_servers(settings)
+    runtime = ingress.config.app.state.runtime
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        logger.info("shutdown requested: draining")
+        runtime.draining = True
+        ingress.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    admin_task = asyncio.create_task(admin.serve())
+    try:
+        await ingress.serve()
+    finally:
+        admin.should_exit = True
+        await admin_task
+    return 0 if ingress.started else 1

@@ -1,0 +1,16 @@
+"""Shared fixtures: real servers on 127.0.0.1 (see tests/support)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.backend import RecordingBackend, run_backend
+
+
+@pytest.fixture
+def backend() -> Iterator[RecordingBackend]:
+    """A real recording backend on a free port of 127.0.0.1."""
+    with run_backend() as running:
+        yield running

@@ -1,0 +1,81 @@
+"""Real uvicorn servers on 127.0.0.1, each in a thread with its own event loop."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from proxy.app import create_admin_app, create_app
+from proxy.config import Settings
+
+START_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _ThreadServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Any, port: int | None = None, *, lifespan: str = "on") -> Iterator[str]:
+    """Run ``app`` under uvicorn on 127.0.0.1; yield its base URL; stop it on exit."""
+    port = port or free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, lifespan=lifespan, log_level="warning", access_log=False
+    )
+    server = _ThreadServer(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + START_TIMEOUT
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("server thread died during start-up")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"server on port {port} did not start in {START_TIMEOUT}s")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=START_TIMEOUT)
+
+
+@dataclass
+class RunningProxy:
+    """A proxy under test: its ingress and admin base URLs and its app."""
+
+    url: str
+    admin_url: str
+    app: Any
+
+
+@contextlib.contextmanager
+def run_proxy(settings: Settings) -> Iterator[RunningProxy]:
+    """Start the proxy for ``settings`` (ingress and admin listeners) on free ports."""
+    app = create_app(settings)
+    with serve_in_thread(app) as url, serve_in_thread(create_admin_app(app), lifespan="off") as admin:
+        yield RunningProxy(url=url, admin_url=admin, app=app)
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.02, message: str = "") -> None:
+    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(message or f"condition not met within {timeout}s")
+        time.sleep(interval)
