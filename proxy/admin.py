@@ -33,10 +33,14 @@ def create_admin_app(runtime: Runtime) -> Starlette:
     async def proxy_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ProxyError)
         status, headers, body = error_response_parts(exc)
-        return Response(body, status_code=status, headers={k.decode(): v.decode() for k, v in headers})
+        return Response(
+            body, status_code=status, headers={k.decode(): v.decode() for k, v in headers}
+        )
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        return await proxy_error(request, NotFoundError(f"No admin endpoint at {request.url.path}."))
+        return await proxy_error(
+            request, NotFoundError(f"No admin endpoint at {request.url.path}.")
+        )
 
     return Starlette(
         routes=[

@@ -47,7 +47,9 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", metavar="N", help="ingress port (default 8080, or $PORT)")
     parser.add_argument("--admin-host", help="admin bind address (default 127.0.0.1)")
     parser.add_argument("--admin-port", metavar="N", help="admin port (default 9090)")
-    parser.add_argument("--trusted-proxies", metavar="IPS", help="proxies whose X-Forwarded-* count")
+    parser.add_argument(
+        "--trusted-proxies", metavar="IPS", help="proxies whose X-Forwarded-* count"
+    )
     parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     parser.add_argument("--db", metavar="PATH", help="SQLite file of the local engine")
     parser.add_argument("--project", help="Google Cloud project (cloudtasks engine)")
@@ -79,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ingest-proxy: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     logging.basicConfig(
-        level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        level=settings.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     if args.command == "serve":
         from proxy.server import serve

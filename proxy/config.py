@@ -235,7 +235,9 @@ def _validate_queue(key: str, queue: QueueSettings) -> None:
         raise ConfigError(f"{key}.name", "must be 1-100 letters, digits or hyphens")
     parts = urlsplit(queue.target)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{key}.target", f"must be an http:// or https:// URL, not {queue.target!r}")
+        raise ConfigError(
+            f"{key}.target", f"must be an http:// or https:// URL, not {queue.target!r}"
+        )
     if parts.query or parts.fragment:
         raise ConfigError(f"{key}.target", "must not carry a query string or fragment")
     if not 0 < queue.rate <= MAX_RATE:
@@ -271,9 +273,13 @@ def _validate_server(server: ServerSettings) -> None:
 
 def _validate_cloudtasks(ct: CloudTasksSettings, queues: tuple[QueueSettings, ...]) -> None:
     if not ct.project or not PROJECT_ID_RE.match(ct.project):
-        raise ConfigError("cloudtasks.project", "the cloudtasks engine needs a project id (--project)")
+        raise ConfigError(
+            "cloudtasks.project", "the cloudtasks engine needs a project id (--project)"
+        )
     if not ct.location or not LOCATION_RE.match(ct.location):
-        raise ConfigError("cloudtasks.location", "the cloudtasks engine needs a location (--location)")
+        raise ConfigError(
+            "cloudtasks.location", "the cloudtasks engine needs a location (--location)"
+        )
     if not 0.1 <= ct.enqueue_deadline <= 60:
         raise ConfigError("cloudtasks.enqueue_deadline", "must be between 0.1s and 60s")
 
@@ -513,7 +519,16 @@ def _float(value: object) -> float:
 def _bool(value: object) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+    if isinstance(value, str) and value.lower() in (
+        "1",
+        "true",
+        "yes",
+        "on",
+        "0",
+        "false",
+        "no",
+        "off",
+    ):
         return value.lower() in ("1", "true", "yes", "on")
     raise ValueError(f"expected true or false, not {value!r}")
 

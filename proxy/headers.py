@@ -31,18 +31,22 @@ HOP_BY_HOP = frozenset(
     }
 )
 CONTROL_HEADERS = frozenset({"idempotency-key", "x-delay", "x-not-before"})
-ALWAYS_DROPPED = HOP_BY_HOP | CONTROL_HEADERS | {
-    "host",
-    "content-length",
-    "expect",
-    "user-agent",  # Cloud Tasks replaces it with "Google-Cloud-Tasks"
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-real-ip",
-    "x-request-id",
-}
+ALWAYS_DROPPED = (
+    HOP_BY_HOP
+    | CONTROL_HEADERS
+    | {
+        "host",
+        "content-length",
+        "expect",
+        "user-agent",  # Cloud Tasks replaces it with "Google-Cloud-Tasks"
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-real-ip",
+        "x-request-id",
+    }
+)
 RESERVED_PREFIXES = ("x-cloudtasks-", "x-google-", "x-appengine-")
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -62,15 +66,15 @@ def filter_headers(
         if name.lower() == b"connection":
             dropped.update(t.strip().lower() for t in value.decode("latin-1").split(","))
     kept: list[tuple[str, str]] = []
-    for name_bytes, value_bytes in raw:
-        name = name_bytes.decode("latin-1").lower()
+    for raw_name, raw_value in raw:
+        name = raw_name.decode("latin-1").lower()
         if name in ALWAYS_DROPPED or name in dropped or name.startswith(RESERVED_PREFIXES):
             continue
         if name == "authorization" and not forward_authorization:
             continue
         if name == "cookie" and not forward_cookies:
             continue
-        kept.append((name, value_bytes.decode("latin-1")))
+        kept.append((name, raw_value.decode("latin-1")))
     return kept
 
 

@@ -234,7 +234,9 @@ def _content_length(value: bytes) -> int:
     except ValueError:
         length = -1
     if length < 0:
-        raise BadRequestError("Content-Length is not a whole number.", code="invalid_content_length")
+        raise BadRequestError(
+            "Content-Length is not a whole number.", code="invalid_content_length"
+        )
     return length
 
 

@@ -79,7 +79,10 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            "ingest_proxy_queue_depth", "Tasks waiting or in flight, by queue.", ["queue"], registry=r
+            "ingest_proxy_queue_depth",
+            "Tasks waiting or in flight, by queue.",
+            ["queue"],
+            registry=r,
         )
         self.oldest_task_age = Gauge(
             "ingest_proxy_oldest_task_age_seconds",
@@ -88,7 +91,10 @@ class Metrics:
             registry=r,
         )
         self.dead_letters = Gauge(
-            "ingest_proxy_dead_letters", "Tasks in the dead-letter table, by queue.", ["queue"], registry=r
+            "ingest_proxy_dead_letters",
+            "Tasks in the dead-letter table, by queue.",
+            ["queue"],
+            registry=r,
         )
         self.dispatch_rate = Gauge(
             "ingest_proxy_dispatch_rate",

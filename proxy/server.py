@@ -17,6 +17,7 @@ import uvicorn
 
 from proxy.app import create_admin_app, create_app
 from proxy.config import Settings
+from proxy.runtime import Runtime
 
 logger = logging.getLogger("ingest_proxy")
 
@@ -29,9 +30,10 @@ class _Server(uvicorn.Server):
         yield
 
 
-def build_servers(settings: Settings) -> tuple[_Server, _Server, asyncio.Event]:
+def build_servers(settings: Settings) -> tuple[_Server, _Server, Runtime]:
     """The ingress and admin uvicorn servers for ``settings`` (not yet started)."""
     app = create_app(settings)
+    runtime: Runtime = app.state.runtime
     admin = create_admin_app(app)
     server = settings.server
     ingress_config = uvicorn.Config(
@@ -55,13 +57,12 @@ def build_servers(settings: Settings) -> tuple[_Server, _Server, asyncio.Event]:
         server_header=False,
         access_log=False,
     )
-    return _Server(ingress_config), _Server(admin_config), asyncio.Event()
+    return _Server(ingress_config), _Server(admin_config), runtime
 
 
 async def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; return the process exit status."""
-    ingress, admin, _ = build_servers(settings)
-    runtime = ingress.config.app.state.runtime
+    ingress, admin, runtime = build_servers(settings)
     loop = asyncio.get_running_loop()
 
     def stop() -> None:

@@ -12,10 +12,10 @@ from proxy.errors import BacklogFullError, EngineError, EngineUnavailableError, 
 
 __all__ = [
     "BacklogFullError",
-    "EnqueueResult",
     "Engine",
     "EngineError",
     "EngineUnavailableError",
+    "EnqueueResult",
     "Envelope",
     "TaskRejectedError",
 ]

@@ -68,7 +68,10 @@ class RunningProxy:
 def run_proxy(settings: Settings) -> Iterator[RunningProxy]:
     """Start the proxy for ``settings`` (ingress and admin listeners) on free ports."""
     app = create_app(settings)
-    with serve_in_thread(app) as url, serve_in_thread(create_admin_app(app), lifespan="off") as admin:
+    with (
+        serve_in_thread(app) as url,
+        serve_in_thread(create_admin_app(app), lifespan="off") as admin,
+    ):
         yield RunningProxy(url=url, admin_url=admin, app=app)
 
 
