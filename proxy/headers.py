@@ -62,9 +62,9 @@ def filter_headers(
 ) -> list[tuple[str, str]]:
     """The client's headers that may be delivered, as lower-case ``(name, value)`` pairs."""
     dropped: set[str] = set()
-    for name, value in raw:
-        if name.lower() == b"connection":
-            dropped.update(t.strip().lower() for t in value.decode("latin-1").split(","))
+    for raw_name, raw_value in raw:
+        if raw_name.lower() == b"connection":
+            dropped.update(t.strip().lower() for t in raw_value.decode("latin-1").split(","))
     kept: list[tuple[str, str]] = []
     for raw_name, raw_value in raw:
         name = raw_name.decode("latin-1").lower()
