@@ -375,11 +375,11 @@ def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[st
         name = merged.get("default_queue") or (
             queues[0].get("name") if queues and isinstance(queues[0], dict) else None
         )
-        target = next((q for q in queues if isinstance(q, dict) and q.get("name") == name), None)
-        if target is None:
-            target = {"name": name or "default"}
-            queues.append(target)
-        target.update(queue_overrides)
+        default = next((q for q in queues if isinstance(q, dict) and q.get("name") == name), None)
+        if default is None:
+            default = {"name": name or "default"}
+            queues.append(default)
+        default.update(queue_overrides)
         merged["queues"] = queues
     return merged
 
