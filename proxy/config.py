@@ -372,12 +372,12 @@ def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[st
     queue_overrides = {k: overrides[k] for k in sorted(_QUEUE_FLAGS) if k in overrides}
     if queue_overrides:
         queues = [dict(q) if isinstance(q, dict) else q for q in merged.get("queues", [])]
-        name = merged.get("default_queue") or (
+        default_name = merged.get("default_queue") or (
             queues[0].get("name") if queues and isinstance(queues[0], dict) else None
         )
-        default = next((q for q in queues if isinstance(q, dict) and q.get("name") == name), None)
+        default = next((q for q in queues if isinstance(q, dict) and q.get("name") == default_name), None)
         if default is None:
-            default = {"name": name or "default"}
+            default = {"name": default_name or "default"}
             queues.append(default)
         default.update(queue_overrides)
         merged["queues"] = queues
