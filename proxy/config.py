@@ -375,7 +375,9 @@ def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[st
         default_name = merged.get("default_queue") or (
             queues[0].get("name") if queues and isinstance(queues[0], dict) else None
         )
-        default = next((q for q in queues if isinstance(q, dict) and q.get("name") == default_name), None)
+        default = next(
+            (q for q in queues if isinstance(q, dict) and q.get("name") == default_name), None
+        )
         if default is None:
             default = {"name": default_name or "default"}
             queues.append(default)
