@@ -1,0 +1,269 @@
+"""Ingress: request -> Envelope, limits and refusals, through a real uvicorn server.
+
+The engine here is tests.support.engines.RecordingEngine (our own protocol, in memory),
+so these tests see exactly the Envelope the ingress builds; the real engines are tested
+end to end in tests/engines and tests/test_e2e_*.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from proxy.app import create_app
+from proxy.config import settings_from_dict
+from proxy.errors import BacklogFullError, EngineUnavailableError
+from tests.support.engines import RecordingEngine
+from tests.support.servers import serve_in_thread, wait_for
+
+BACKEND = "http://127.0.0.1:9"
+
+
+def _settings(**extra: Any) -> Any:
+    data: dict[str, Any] = {
+        "queues": [
+            {"name": "default", "target": BACKEND + "/base"},
+            {"name": "orders", "target": "http://127.0.0.1:10"},
+        ],
+        "routes": [{"prefix": "/orders", "queue": "orders", "strip_prefix": True}],
+        "limits": {"max_body_bytes": 1024},
+    }
+    data.update(extra)
+    return settings_from_dict(data)
+
+
+@contextlib.contextmanager
+def _proxy(**extra: Any) -> Iterator[tuple[str, RecordingEngine]]:
+    engine = RecordingEngine()
+    app = create_app(_settings(**extra), engine=engine)
+    with serve_in_thread(app) as url:
+        yield url, engine
+
+
+@pytest.fixture
+def proxy() -> Iterator[tuple[str, RecordingEngine]]:
+    with _proxy() as running:
+        yield running
+
+
+def test_request_becomes_one_envelope(proxy: tuple[str, RecordingEngine]) -> None:
+    """Method, path, query, body and allowed headers are kept; the answer is 202 JSON."""
+    url, engine = proxy
+    response = httpx.post(
+        f"{url}/a/b%2Fc?x=1&y=%20",
+        content=b"hello",
+        headers={"Content-Type": "text/plain", "X-Custom": "v", "Authorization": "Bearer s"},
+    )
+    assert response.status_code == 202
+    body = response.json()
+    [envelope] = engine.envelopes
+    assert body == {"task": envelope.id, "queue": "default"}
+    assert response.headers["x-task-id"] == envelope.id
+    assert response.headers["x-request-id"] == envelope.request_id
+    assert (envelope.method, envelope.path, envelope.query) == ("POST", "/a/b%2Fc", "x=1&y=%20")
+    assert envelope.body == b"hello"
+    headers = dict(envelope.headers)
+    assert headers["content-type"] == "text/plain"
+    assert headers["x-custom"] == "v"
+    assert "authorization" not in headers
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    assert headers["x-forwarded-proto"] == "http"
+    assert headers["x-forwarded-host"] == url.removeprefix("http://")
+    assert headers["x-request-id"] == envelope.request_id
+
+
+def test_client_request_id_is_kept(proxy: tuple[str, RecordingEngine]) -> None:
+    """A well-formed X-Request-Id from the client is reused; a malformed one is replaced."""
+    url, engine = proxy
+    assert httpx.get(url, headers={"X-Request-Id": "req-1"}).headers["x-request-id"] == "req-1"
+    replaced = httpx.get(url, headers={"X-Request-Id": "bad id!"}).headers["x-request-id"]
+    assert replaced != "bad id!" and len(replaced) == 32
+    assert [e.request_id for e in engine.envelopes] == ["req-1", replaced]
+
+
+def test_every_method_and_path_is_accepted(proxy: tuple[str, RecordingEngine]) -> None:
+    """Ingress forwards every deliverable method on every path, proxy-looking paths included."""
+    url, engine = proxy
+    for method in ("GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"):
+        assert httpx.request(method, f"{url}/metrics").status_code == 202
+    assert [e.method for e in engine.envelopes] == [
+        "GET",
+        "HEAD",
+        "PUT",
+        "DELETE",
+        "PATCH",
+        "OPTIONS",
+    ]
+    assert {e.path for e in engine.envelopes} == {"/metrics"}
+
+
+def test_routing_by_prefix_with_strip(proxy: tuple[str, RecordingEngine]) -> None:
+    """A route prefix picks the queue (on segment boundaries) and may be stripped."""
+    url, engine = proxy
+    httpx.post(f"{url}/orders/7", content=b"1")
+    httpx.post(f"{url}/orders", content=b"2")
+    httpx.post(f"{url}/ordersx", content=b"3")
+    got = [(e.queue, e.path) for e in engine.envelopes]
+    assert got == [("orders", "/7"), ("orders", "/"), ("default", "/ordersx")]
+
+
+def test_idempotency_key_repeat_is_a_duplicate(proxy: tuple[str, RecordingEngine]) -> None:
+    """The same Idempotency-Key twice gives the same task id, the second marked duplicate."""
+    url, engine = proxy
+    first = httpx.post(url, content=b"a", headers={"Idempotency-Key": "order-1"})
+    second = httpx.post(url, content=b"a", headers={"Idempotency-Key": "order-1"})
+    assert first.status_code == second.status_code == 202
+    assert first.json()["task"] == second.json()["task"]
+    assert "duplicate" not in first.json()
+    assert second.json()["duplicate"] is True
+    assert len(engine.envelopes) == 1
+    assert "idempotency-key" not in dict(engine.envelopes[0].headers)
+
+
+def test_x_delay_sets_schedule_time(proxy: tuple[str, RecordingEngine]) -> None:
+    """X-Delay: 5m schedules the task five minutes after it was received; it is not forwarded."""
+    url, engine = proxy
+    assert httpx.post(url, headers={"X-Delay": "5m"}).status_code == 202
+    [envelope] = engine.envelopes
+    assert envelope.schedule_time == pytest.approx(envelope.received_at + 300)
+    assert "x-delay" not in dict(envelope.headers)
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({"X-Delay": "soon"}, "invalid_delay"),
+        ({"X-Delay": "31d"}, "invalid_delay"),
+        ({"X-Not-Before": "yesterday"}, "invalid_not_before"),
+        ({"Idempotency-Key": "k" * 256}, "invalid_idempotency_key"),
+        ({"X-Delay": "1", "X-Not-Before": "1"}, "conflicting_schedule"),
+    ],
+)
+def test_bad_control_headers_are_400(
+    proxy: tuple[str, RecordingEngine], headers: dict[str, str], code: str
+) -> None:
+    """Bad control headers get a 400 JSON error naming the problem; nothing is enqueued."""
+    url, engine = proxy
+    response = httpx.post(url, content=b"x", headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error"] == code
+    assert response.json()["detail"]
+    assert engine.envelopes == []
+
+
+def test_body_over_limit_is_413(proxy: tuple[str, RecordingEngine]) -> None:
+    """A body over max_body_bytes gets 413 JSON, by Content-Length and by streamed size."""
+    url, engine = proxy
+    response = httpx.post(url, content=b"x" * 1025)
+    assert response.status_code == 413
+    assert response.json()["error"] == "body_too_large"
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(10):
+            yield b"y" * 200
+
+    streamed = httpx.post(url, content=chunks())
+    assert streamed.status_code == 413
+    assert httpx.post(url, content=b"x" * 1024).status_code == 202
+    assert len(engine.envelopes) == 1
+
+
+def test_oversized_body_is_refused_before_it_is_read(proxy: tuple[str, RecordingEngine]) -> None:
+    """A declared oversized body is answered 413 without waiting for the body to arrive."""
+    url, _ = proxy
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n")
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413")
+
+
+def test_body_on_get_is_400(proxy: tuple[str, RecordingEngine]) -> None:
+    """Only POST, PUT and PATCH may carry a body, as in Cloud Tasks: a GET body is a 400."""
+    url, engine = proxy
+    response = httpx.request("GET", url, content=b"body")
+    assert response.status_code == 400
+    assert response.json()["error"] == "body_not_allowed"
+    assert engine.envelopes == []
+
+
+def test_unknown_method_is_405(proxy: tuple[str, RecordingEngine]) -> None:
+    """Methods Cloud Tasks cannot deliver (TRACE, custom verbs) get 405 JSON."""
+    url, _ = proxy
+    for method in ("TRACE", "PURGE"):
+        response = httpx.request(method, url)
+        assert response.status_code == 405
+        assert response.json()["error"] == "method_not_allowed"
+
+
+def test_huge_headers_are_431() -> None:
+    """Forwarded headers beyond max_header_bytes are refused at the door with 431."""
+    with _proxy(limits={"max_header_bytes": 2048}) as (url, engine):
+        response = httpx.get(url, headers={f"x-h{i}": "v" * 100 for i in range(30)})
+        assert response.status_code == 431
+        assert response.json()["error"] == "headers_too_large"
+        assert engine.envelopes == []
+
+
+def test_url_longer_than_cloud_tasks_limit_is_414(proxy: tuple[str, RecordingEngine]) -> None:
+    """A delivery URL over 2083 characters is refused with 414 instead of failing later."""
+    url, _ = proxy
+    response = httpx.get(f"{url}/{'a' * 2100}")
+    assert response.status_code == 414
+
+
+def test_absolute_form_target_never_changes_the_destination(
+    proxy: tuple[str, RecordingEngine],
+) -> None:
+    """An absolute-form request target keeps only its path; the host stays the configured one."""
+    url, engine = proxy
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET http://169.254.169.254/latest HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = sock.recv(4096)
+    assert answer.split(b" ")[1] in (b"202", b"400")
+    for envelope in engine.envelopes:
+        assert envelope.path.startswith("/") and "169.254" not in envelope.path
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (EngineUnavailableError("store down", retry_after=2.5), 503),
+        (BacklogFullError("queue full", retry_after=7), 429),
+    ],
+)
+def test_engine_refusals_carry_retry_after(error: Exception, status: int) -> None:
+    """When the engine cannot take a task the client gets 503/429 with Retry-After, never 202."""
+    engine = RecordingEngine(fail_with=error)  # type: ignore[arg-type]
+    with serve_in_thread(create_app(_settings(), engine=engine)) as url:
+        response = httpx.post(url, content=b"x")
+    assert response.status_code == status
+    assert int(response.headers["retry-after"]) >= 1
+    assert response.json()["error"] in ("engine_unavailable", "backlog_full")
+
+
+def test_disconnect_mid_body_enqueues_nothing() -> None:
+    """A client that goes away before its body is complete leaves no task behind."""
+    engine = RecordingEngine()
+    app = create_app(_settings(), engine=engine)
+    registry = app.state.runtime.metrics.registry
+
+    def disconnects() -> float:
+        sample = registry.get_sample_value(
+            "ingest_proxy_enqueue_errors_total", {"reason": "disconnected"}
+        )
+        return sample or 0.0
+
+    with serve_in_thread(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        wait_for(lambda: disconnects() == 1, timeout=10, message="disconnect not seen")
+        assert httpx.get(url).status_code == 202  # still serving
+    assert [e.method for e in engine.envelopes] == ["GET"]
