@@ -73,7 +73,8 @@ def test_idempotency_key_gives_a_stable_hashed_task_id() -> None:
     first = task_id_for_key("order-42")
     assert first == task_id_for_key("order-42")
     assert first != task_id_for_key("order-43")
-    assert len(first) == 40 and all(c in "0123456789abcdef" for c in first)
+    assert len(first) == 40
+    assert all(c in "0123456789abcdef" for c in first)
 
 
 @pytest.mark.parametrize("key", ["k" * 256, "caf\u00e9", "tab\there", ""])

@@ -82,7 +82,8 @@ def test_client_request_id_is_kept(proxy: tuple[str, RecordingEngine]) -> None:
     url, engine = proxy
     assert httpx.get(url, headers={"X-Request-Id": "req-1"}).headers["x-request-id"] == "req-1"
     replaced = httpx.get(url, headers={"X-Request-Id": "bad id!"}).headers["x-request-id"]
-    assert replaced != "bad id!" and len(replaced) == 32
+    assert replaced != "bad id!"
+    assert len(replaced) == 32
     assert [e.request_id for e in engine.envelopes] == ["req-1", replaced]
 
 
@@ -228,7 +229,8 @@ def test_absolute_form_target_never_changes_the_destination(
         answer = sock.recv(4096)
     assert answer.split(b" ")[1] in (b"202", b"400")
     for envelope in engine.envelopes:
-        assert envelope.path.startswith("/") and "169.254" not in envelope.path
+        assert envelope.path.startswith("/")
+        assert "169.254" not in envelope.path
 
 
 @pytest.mark.parametrize(
