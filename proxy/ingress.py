@@ -174,6 +174,10 @@ class Ingress:
             )
         if any(c <= " " or c > "~" for c in path):
             path = quote(path, safe=_PATH_SAFE)
+        if ("." in path or "%2" in path) and _has_dot_segment(path):
+            raise BadRequestError(
+                "The path may not contain '.' or '..' segments.", code="invalid_path"
+            )
         if route.settings.strip_prefix and route.prefix:
             path = path[len(route.prefix) :] or "/"
             if not path.startswith("/"):
@@ -226,6 +230,15 @@ class Ingress:
             if not message.get("more_body", False):
                 break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _has_dot_segment(path: str) -> bool:
+    """Whether a segment is ``.`` or ``..`` (also percent-encoded): such a path could climb
+    out of the target's base path once a client or server normalises it."""
+    for segment in path.split("/"):
+        if segment.replace("%2e", ".").replace("%2E", ".") in (".", ".."):
+            return True
+    return False
 
 
 def _content_length(value: bytes) -> int:

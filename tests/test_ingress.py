@@ -233,6 +233,19 @@ def test_absolute_form_target_never_changes_the_destination(
         assert "169.254" not in envelope.path
 
 
+@pytest.mark.parametrize("path", ["/../admin", "/a/./b", "/a/%2e%2E/b", "/x/.."])
+def test_dot_segments_are_refused(proxy: tuple[str, RecordingEngine], path: str) -> None:
+    """Paths with '.' or '..' segments could escape the target's base path: 400."""
+    url, engine = proxy
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert b"invalid_path" in answer
+    assert engine.envelopes == []
+
+
 @pytest.mark.parametrize(
     ("error", "status"),
     [
