@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from proxy.errors import EngineUnavailableError, NotFoundError, ProxyError
+from proxy.errors import EngineUnavailableError, MethodNotAllowedError, NotFoundError, ProxyError
 from proxy.problems import error_response_parts
 from proxy.runtime import Runtime
 
@@ -37,10 +38,14 @@ def create_admin_app(runtime: Runtime) -> Starlette:
             body, status_code=status, headers={k.decode(): v.decode() for k, v in headers}
         )
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return await proxy_error(
-            request, NotFoundError(f"No admin endpoint at {request.url.path}.")
-        )
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        error: ProxyError
+        if exc.status_code == 405:
+            error = MethodNotAllowedError(f"{request.method} is not allowed on {request.url.path}.")
+        else:
+            error = NotFoundError(f"No admin endpoint at {request.url.path}.")
+        return await proxy_error(request, error)
 
     return Starlette(
         routes=[
@@ -48,5 +53,5 @@ def create_admin_app(runtime: Runtime) -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
         ],
-        exception_handlers={ProxyError: proxy_error, 404: not_found},
+        exception_handlers={ProxyError: proxy_error, HTTPException: http_error},
     )
