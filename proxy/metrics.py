@@ -51,6 +51,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.cloudtasks_rpc_errors = Counter(
+            "ingest_proxy_cloudtasks_rpc_errors",
+            "Failed Cloud Tasks calls by method and gRPC status code, retried ones included.",
+            ["method", "code"],
+            registry=r,
+        )
         # delivery (embedded engine)
         self.dispatches = Counter(
             "ingest_proxy_dispatches",
