@@ -34,6 +34,7 @@ MAX_SCHEDULE_AHEAD = 30 * 86400.0
 DEFAULT_MAX_BODY_BYTES = 100 * 1024
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 ENV_PREFIX = "INGEST_PROXY_"
+API_KEY_HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -111,7 +112,9 @@ class QueueSettings:
 @dataclass(frozen=True, kw_only=True)
 class RouteSettings:
     """Requests whose path starts with ``prefix`` (and whose Host is ``host``, if set) go to
-    ``queue``. Credential headers are stripped unless forwarding them is allowed here."""
+    ``queue``. Credential headers are stripped unless forwarding them is allowed here.
+    ``api_keys`` (``sha256:<hex>`` hashes) require a key on this route; ``None`` inherits
+    the top-level ``api_keys``, an empty list makes the route open."""
 
     prefix: str = "/"
     queue: str
@@ -119,11 +122,14 @@ class RouteSettings:
     strip_prefix: bool = False
     forward_authorization: bool = False
     forward_cookies: bool = False
+    api_keys: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class ServerSettings:
-    """Listeners. The admin listener is separate so the proxy never shadows a backend path."""
+    """Listeners and logs. The admin listener is separate so the proxy never shadows a
+    backend path; ``admin_token`` (a bearer token, best set through the environment) guards
+    its state-changing calls. ``access_log`` writes one line per ingress request."""
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -131,7 +137,10 @@ class ServerSettings:
     admin_port: int = 9090
     trusted_proxies: str = "127.0.0.1"
     log_level: str = "info"
+    log_format: Literal["auto", "json", "text"] = "auto"
+    access_log: bool = True
     shutdown_grace: float = 25.0
+    admin_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,6 +181,7 @@ class Settings:
     queues: tuple[QueueSettings, ...] = ()
     routes: tuple[RouteSettings, ...] = ()
     default_queue: str | None = None
+    api_keys: tuple[str, ...] = ()
     server: ServerSettings = field(default_factory=ServerSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     local: LocalSettings = field(default_factory=LocalSettings)
@@ -193,6 +203,10 @@ class Settings:
         default = self.default_queue or (self.queues[0].name if self.queues else "")
         return (*self.routes, RouteSettings(prefix="/", queue=default))
 
+    def route_api_keys(self, route: RouteSettings) -> tuple[str, ...]:
+        """The key hashes that open ``route``: its own, else the top-level ones."""
+        return self.api_keys if route.api_keys is None else route.api_keys
+
 
 # ---------------------------------------------------------------- validation
 
@@ -212,10 +226,12 @@ def _validate(settings: Settings) -> None:
         seen.add(queue.name)
     if settings.default_queue is not None and settings.default_queue not in seen:
         raise ConfigError("default_queue", f"no queue is named {settings.default_queue!r}")
+    _validate_key_hashes("api_keys", settings.api_keys)
     for index, route in enumerate(settings.routes):
         key = f"routes[{index}]"
         if not route.prefix.startswith("/"):
             raise ConfigError(f"{key}.prefix", "must start with '/'")
+        _validate_key_hashes(f"{key}.api_keys", route.api_keys or ())
         if route.queue not in seen:
             raise ConfigError(f"{key}.queue", f"no queue is named {route.queue!r}")
     _validate_server(settings.server)
@@ -228,6 +244,16 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("local.synchronous", "must be FULL, NORMAL or EXTRA")
     if settings.engine == "cloudtasks":
         _validate_cloudtasks(settings.cloudtasks, settings.queues)
+
+
+def _validate_key_hashes(key: str, hashes: tuple[str, ...]) -> None:
+    for index, value in enumerate(hashes):
+        if not API_KEY_HASH_RE.match(value):
+            raise ConfigError(
+                f"{key}[{index}]",
+                "must be 'sha256:' and 64 lower-case hex digits (make one with "
+                "`ingest-proxy hash-key`); plain keys are never stored in config",
+            )
 
 
 def _validate_queue(key: str, queue: QueueSettings) -> None:
@@ -269,6 +295,10 @@ def _validate_server(server: ServerSettings) -> None:
         raise ConfigError("server.admin_port", "must differ from the ingress port")
     if server.log_level not in ("critical", "error", "warning", "info", "debug"):
         raise ConfigError("server.log_level", "must be critical, error, warning, info or debug")
+    if server.log_format not in ("auto", "json", "text"):
+        raise ConfigError("server.log_format", "must be auto, json or text")
+    if server.admin_token is not None and len(server.admin_token) < 16:
+        raise ConfigError("server.admin_token", "must be at least 16 characters")
 
 
 def _validate_cloudtasks(ct: CloudTasksSettings, queues: tuple[QueueSettings, ...]) -> None:
@@ -298,6 +328,9 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "admin_port": ("server", "admin_port"),
     "trusted_proxies": ("server", "trusted_proxies"),
     "log_level": ("server", "log_level"),
+    "log_format": ("server", "log_format"),
+    "admin_token": ("server", "admin_token"),
+    "api_keys": ("", "api_keys"),
     "db": ("local", "db"),
     "project": ("cloudtasks", "project"),
     "location": ("cloudtasks", "location"),
@@ -399,6 +432,7 @@ def settings_from_dict(data: Mapping[str, Any]) -> Settings:
         queues=queues,
         routes=routes,
         default_queue=data.get("default_queue"),
+        api_keys=_text_tuple("api_keys", data.get("api_keys", ())),
         server=_build(ServerSettings, "server", data.get("server", {})),
         limits=_build(LimitsSettings, "limits", data.get("limits", {})),
         local=_build(LocalSettings, "local", data.get("local", {})),
@@ -475,6 +509,8 @@ def _coerce(key: str, type_name: str, value: object) -> object:
             return _float(value)
         if type_name.startswith("bool"):
             return _bool(value)
+        if type_name.startswith("tuple"):
+            return _text_tuple(key, value)
         if type_name.startswith("str") or type_name.startswith("Literal"):
             return _text(key, value)
     except ValueError as exc:
@@ -533,6 +569,15 @@ def _bool(value: object) -> bool:
     ):
         return value.lower() in ("1", "true", "yes", "on")
     raise ValueError(f"expected true or false, not {value!r}")
+
+
+def _text_tuple(key: str, value: object) -> tuple[str, ...]:
+    """A list of strings; from the environment, a comma-separated string."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list | tuple):
+        return tuple(_text(f"{key}[{i}]", item) for i, item in enumerate(value))
+    raise ConfigError(key, "expected a list of strings")
 
 
 def _text(key: str, value: object) -> str:

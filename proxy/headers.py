@@ -59,9 +59,13 @@ def filter_headers(
     *,
     forward_authorization: bool = False,
     forward_cookies: bool = False,
+    drop: frozenset[str] = frozenset(),
 ) -> list[tuple[str, str]]:
-    """The client's headers that may be delivered, as lower-case ``(name, value)`` pairs."""
-    dropped: set[str] = set()
+    """The client's headers that may be delivered, as lower-case ``(name, value)`` pairs.
+
+    ``drop`` names more headers to remove (e.g. the one that carried the proxy's API key).
+    """
+    dropped: set[str] = set(drop)
     for raw_name, raw_value in raw:
         if raw_name.lower() == b"connection":
             dropped.update(t.strip().lower() for t in raw_value.decode("latin-1").split(","))

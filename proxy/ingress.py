@@ -6,6 +6,7 @@ ingest throughput, so the hot path does only what it must.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from proxy.auth import bearer_token, key_matches
 from proxy.config import QueueSettings, RouteSettings, Settings
 from proxy.engines import Engine
 from proxy.engines.delivery import BODY_METHODS, MAX_URL_LENGTH, target_url
@@ -23,6 +25,7 @@ from proxy.errors import (
     HeadersTooLargeError,
     MethodNotAllowedError,
     ProxyError,
+    UnauthorizedError,
     UriTooLongError,
 )
 from proxy.headers import filter_headers, request_id_from, schedule_time_from, task_id_for_key
@@ -34,6 +37,18 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+logger = logging.getLogger("ingest_proxy.ingress")
+
+_CONTROL = frozenset(
+    {
+        b"idempotency-key",
+        b"x-delay",
+        b"x-not-before",
+        b"x-request-id",
+        b"x-api-key",
+        b"authorization",
+    }
+)
 ALLOWED_METHODS = frozenset({"POST", "GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 
@@ -43,6 +58,7 @@ class _Route:
     settings: RouteSettings
     queue: QueueSettings
     prefix: str  # without a trailing slash; "" for the catch-all
+    api_keys: tuple[str, ...]
 
     def matches(self, path: str, host: str) -> bool:
         if self.settings.host is not None and host != self.settings.host:
@@ -60,29 +76,47 @@ class Ingress:
         self.max_body = settings.limits.max_body_bytes
         self.max_headers = settings.limits.max_header_bytes
         self.routes = [
-            _Route(route, settings.queue(route.queue), route.prefix.rstrip("/"))
+            _Route(
+                route,
+                settings.queue(route.queue),
+                route.prefix.rstrip("/"),
+                settings.route_api_keys(route),
+            )
             for route in settings.effective_routes
         ]
+        self.access_log = settings.server.access_log
         self._enqueue_seconds = metrics.enqueue_seconds.labels(engine.name)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        started = time.perf_counter()
         in_flight = self.metrics.requests_in_flight
         in_flight.inc()
         queue_name = "-"
+        info: dict[str, object] = {}
         try:
             route = self._route(scope)
             queue_name = route.queue.name
-            status, headers, body = await self._accept(scope, receive, route)
+            status, headers, body = await self._accept(scope, receive, route, info)
         except ProxyError as exc:
             self.metrics.enqueue_errors.labels(exc.code).inc()
             status, headers, body = error_response_parts(exc)
+            info["error"] = exc.code
         finally:
             in_flight.dec()
         self.metrics.requests.labels(queue_name, str(status)).inc()
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        if self.access_log and logger.isEnabledFor(logging.INFO):
+            info.update(
+                queue=queue_name,
+                method=scope["method"],
+                path=scope["path"],  # never the query string: it may carry secrets
+                status=status,
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+            logger.info("request", extra={"fields": info})
 
     def _route(self, scope: Scope) -> _Route:
         path = scope["path"]
@@ -97,7 +131,7 @@ class Ingress:
         raise AssertionError("the catch-all route always matches")  # pragma: no cover
 
     async def _accept(
-        self, scope: Scope, receive: Receive, route: _Route
+        self, scope: Scope, receive: Receive, route: _Route, info: dict[str, object]
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         method = scope["method"]
         if method not in ALLOWED_METHODS:
@@ -109,10 +143,11 @@ class Ingress:
         control: dict[bytes, str] = {}
         content_length: int | None = None
         for name, value in raw_headers:
-            if name in (b"idempotency-key", b"x-delay", b"x-not-before", b"x-request-id"):
+            if name in _CONTROL:
                 control[name] = value.decode("latin-1")
             elif name == b"content-length":
                 content_length = _content_length(value)
+        drop = self._authenticate(route, control)
         now = time.time()
         schedule_time = schedule_time_from(
             control.get(b"x-delay"), control.get(b"x-not-before"), now
@@ -120,9 +155,10 @@ class Ingress:
         key = control.get(b"idempotency-key")
         task_id = task_id_for_key(key) if key is not None else os.urandom(16).hex()
         request_id = request_id_from(control.get(b"x-request-id")) or os.urandom(16).hex()
+        info["request_id"] = request_id
         path = self._delivery_path(scope, route)
         query = scope.get("query_string", b"").decode("latin-1")
-        forwarded = self._headers(scope, route, raw_headers, request_id)
+        forwarded = self._headers(scope, route, raw_headers, request_id, drop)
         if content_length is not None and content_length > self.max_body:
             raise BodyTooLargeError(_too_large(self.max_body))
         body = await self._read_body(receive)
@@ -152,6 +188,9 @@ class Ingress:
         result = await self.engine.enqueue(envelope)
         self._enqueue_seconds.observe(time.perf_counter() - started)
         self.metrics.request_body_bytes.observe(len(body))
+        info["task"] = result.task_id
+        if result.duplicate:
+            info["duplicate"] = True
         duplicate = ', "duplicate": true' if result.duplicate else ""
         payload = f'{{"task": "{result.task_id}", "queue": "{result.queue}"{duplicate}}}'.encode()
         return (
@@ -164,6 +203,21 @@ class Ingress:
             ],
             payload,
         )
+
+    def _authenticate(self, route: _Route, control: dict[bytes, str]) -> frozenset[str]:
+        """Check the route's API key; return the credential headers never to deliver."""
+        if not route.api_keys:
+            return frozenset()
+        presented = control.get(b"x-api-key")
+        drop = {"x-api-key"}
+        if presented is None:
+            presented = bearer_token(control.get(b"authorization"))
+            drop.add("authorization")
+        if presented is None or not key_matches(presented, route.api_keys):
+            raise UnauthorizedError(
+                "A valid API key is required: send it as X-Api-Key or Authorization: Bearer."
+            )
+        return frozenset(drop)
 
     def _delivery_path(self, scope: Scope, route: _Route) -> str:
         raw = scope.get("raw_path")
@@ -190,11 +244,13 @@ class Ingress:
         route: _Route,
         raw_headers: list[tuple[bytes, bytes]],
         request_id: str,
+        drop: frozenset[str],
     ) -> list[tuple[str, str]]:
         forwarded = filter_headers(
             raw_headers,
             forward_authorization=route.settings.forward_authorization,
             forward_cookies=route.settings.forward_cookies,
+            drop=drop,
         )
         client = scope.get("client")
         if client:
