@@ -7,6 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.backend import RecordingBackend, run_backend
+from tests.support.emulator import emulator  # noqa: F401  (session fixture)
+from tests.support.fake_cloudtasks import fake_cloudtasks  # noqa: F401
 
 
 @pytest.fixture
@@ -14,3 +16,9 @@ def backend() -> Iterator[RecordingBackend]:
     """A real recording backend on a free port of 127.0.0.1."""
     with run_backend() as running:
         yield running
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (``@pytest.mark.anyio``) run on asyncio, the loop the proxy uses."""
+    return "asyncio"
