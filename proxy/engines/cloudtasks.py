@@ -1,0 +1,356 @@
+"""Cloud Tasks engine: every Envelope becomes one named HTTP task (``CreateTask``) before
+the client gets its 202; Cloud Tasks itself then delivers it.
+
+Errors of grpc, google-api-core and google-auth are translated into the proxy's error
+tree here and nowhere else:
+
+- ``ALREADY_EXISTS`` on a retry of our own call is success (the earlier attempt got
+  through); on the first attempt of a task with an Idempotency-Key it is a duplicate.
+- ``UNAVAILABLE``, ``DEADLINE_EXCEEDED``, ``RESOURCE_EXHAUSTED``, ``INTERNAL`` and
+  connection failures are retried (jittered exponential backoff), all attempts bounded by
+  ``cloudtasks.enqueue_deadline``; then :class:`EngineUnavailableError` (503 +
+  Retry-After). Nothing answers 202 unless CreateTask returned OK.
+- ``INVALID_ARGUMENT`` is :class:`TaskRejectedError` (413 for "too large", else 400);
+  a missing or disabled queue and refused credentials are :class:`EngineUnavailableError`
+  with a sentence saying what to fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.api_core import exceptions as core_exceptions
+from google.auth import exceptions as auth_exceptions
+from google.cloud.tasks_v2 import CloudTasksAsyncClient, CreateTaskRequest, Queue
+from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+from tenacity.wait import wait_random_exponential
+
+from proxy.config import CloudTasksSettings, Settings
+from proxy.engines.cloudtasks_request import QueueTarget, create_task_request, queue_targets
+from proxy.envelope import EnqueueResult, Envelope
+from proxy.errors import ConfigError, EngineUnavailableError, ProxyError, TaskRejectedError
+from proxy.metrics import Metrics
+
+logger = logging.getLogger("ingest_proxy.cloudtasks")
+
+TRANSIENT = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.INTERNAL,
+    }
+)
+READY_TIMEOUT = 1.0  # seconds per GetQueue probe
+READY_CACHE = 1.5  # seconds a readiness answer is reused
+MIN_ATTEMPT = 0.05  # seconds: no attempt starts with less budget than this
+RETRY_AFTER_TRANSIENT = 2.0
+RETRY_AFTER_QUOTA = 5.0
+RETRY_AFTER_SETUP = 30.0  # queue missing, permissions: a person has to act
+_LOG_EVERY = 10.0  # seconds between two warnings about the same failure
+_WAIT = wait_random_exponential(multiplier=0.05, max=0.5)
+_ENQUEUER = "Cloud Tasks Enqueuer (roles/cloudtasks.enqueuer)"
+_SA_USER = "Service Account User (roles/iam.serviceAccountUser)"
+_RECONNECT_OPTIONS: list[tuple[str, Any]] = [
+    # The default reconnect backoff grows to 120 s; a proxy must notice recovery quickly.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+    *_RECONNECT_OPTIONS,
+]
+
+
+class _TransientError(Exception):
+    """A failure worth another attempt; carries the library error it came from."""
+
+    def __init__(self, error: core_exceptions.GoogleAPICallError | Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Attempts:
+    """Per-request state shared by the attempts of one enqueue."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+def make_client(settings: CloudTasksSettings) -> CloudTasksAsyncClient:
+    """A client on an insecure channel to ``emulator_host`` when set (no credentials),
+    else on Google's endpoint with Application Default Credentials.
+
+    Must run inside the event loop that will use the client.
+    """
+    if settings.emulator_host:
+        channel = grpc.aio.insecure_channel(settings.emulator_host, options=_CHANNEL_OPTIONS)
+        return CloudTasksAsyncClient(transport=CloudTasksGrpcAsyncIOTransport(channel=channel))
+
+    def secure_channel(host: str, **kwargs: Any) -> grpc.aio.Channel:
+        kwargs["options"] = [*kwargs.get("options", []), *_RECONNECT_OPTIONS]
+        channel: grpc.aio.Channel = CloudTasksGrpcAsyncIOTransport.create_channel(host, **kwargs)
+        return channel
+
+    try:
+        transport = CloudTasksGrpcAsyncIOTransport(channel=secure_channel)
+    except auth_exceptions.DefaultCredentialsError as exc:
+        raise ConfigError(
+            "cloudtasks",
+            f"no Google credentials found ({exc}); run with a service account on Google "
+            "Cloud, set GOOGLE_APPLICATION_CREDENTIALS, or set CLOUD_TASKS_EMULATOR_HOST "
+            "to use the emulator",
+        ) from None
+    return CloudTasksAsyncClient(transport=transport)
+
+
+class CloudTasksEngine:
+    """Persist each Envelope as a Cloud Tasks HTTP task; Cloud Tasks delivers it.
+
+    One :class:`CloudTasksAsyncClient` per engine, opened in :meth:`start` and closed in
+    :meth:`aclose`. Each task is named ``<queue path>/tasks/<envelope.id>``, so a retried
+    CreateTask can never store the request twice.
+    """
+
+    name = "cloudtasks"
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self._settings = settings
+        self._budget = settings.cloudtasks.enqueue_deadline
+        self._targets = queue_targets(settings)
+        self._rpc_errors = metrics.cloudtasks_rpc_errors
+        self._client: CloudTasksAsyncClient | None = None
+        self._ready_lock: asyncio.Lock | None = None
+        self._ready_checked_at = float("-inf")
+        self._ready_problem: tuple[str, float] | None = None
+        self._logged_at: dict[str, float] = {}
+
+    async def start(self) -> None:
+        """Open the gRPC channel (inside the running loop)."""
+        self._client = make_client(self._settings.cloudtasks)
+        self._ready_lock = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        """Close the channel; calls in flight are cancelled."""
+        client, self._client = self._client, None
+        if client is not None:
+            close: Callable[[], Awaitable[None]] = client.transport.close
+            await close()
+
+    async def enqueue(self, envelope: Envelope) -> EnqueueResult:
+        """CreateTask for ``envelope``; return once Cloud Tasks has stored it.
+
+        Transient failures are retried within ``cloudtasks.enqueue_deadline`` seconds, each
+        attempt bounded by what is left of it. Raises :class:`EngineUnavailableError` or
+        :class:`TaskRejectedError`; nothing is stored when it raises.
+        """
+        client = self._started_client()
+        target = self._targets[envelope.queue]
+        request = create_task_request(target, envelope)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._budget
+        retrying = AsyncRetrying(
+            stop=_stop_at(loop, deadline),
+            wait=_WAIT,
+            retry=retry_if_exception_type(_TransientError),
+            reraise=True,
+        )
+        try:
+            result: EnqueueResult = await retrying(
+                self._create, client, request, envelope, target, deadline, _Attempts()
+            )
+        except _TransientError as exc:
+            raise self._gave_up(exc.error, target) from None
+        return result
+
+    async def _create(
+        self,
+        client: CloudTasksAsyncClient,
+        request: CreateTaskRequest,
+        envelope: Envelope,
+        target: QueueTarget,
+        deadline: float,
+        attempts: _Attempts,
+    ) -> EnqueueResult:
+        attempts.count += 1
+        timeout = max(deadline - asyncio.get_running_loop().time(), MIN_ATTEMPT)
+        try:
+            await client.create_task(request=request, timeout=timeout, retry=None)
+        except core_exceptions.AlreadyExists:
+            if attempts.count > 1:
+                # An earlier attempt of ours stored it; its answer was lost on the way.
+                return EnqueueResult(envelope.id, envelope.queue)
+            if envelope.idempotency_key is not None:
+                return EnqueueResult(envelope.id, envelope.queue, duplicate=True)
+            # A random id collided with a recent task: nothing of this request is stored,
+            # and the client's retry gets a fresh id.
+            raise EngineUnavailableError(
+                "Cloud Tasks already holds a task with this generated id; retry the request.",
+                retry_after=1,
+            ) from None
+        except core_exceptions.GoogleAPICallError as exc:
+            self._count("CreateTask", exc)
+            if _grpc_code(exc) in TRANSIENT:
+                raise _TransientError(exc) from exc
+            raise self._translate(exc, target) from None
+        except auth_exceptions.TransportError as exc:
+            # The token endpoint (metadata server) did not answer: worth another try.
+            self._rpc_errors.labels("CreateTask", "AUTH_TRANSPORT").inc()
+            raise _TransientError(exc) from exc
+        except auth_exceptions.RefreshError as exc:
+            self._rpc_errors.labels("CreateTask", "AUTH_REFRESH").inc()
+            self._log("refresh", "cannot get an access token: %s", exc)
+            raise EngineUnavailableError(
+                "The proxy cannot get Google credentials to call Cloud Tasks; "
+                f"its identity needs the {_ENQUEUER} role.",
+                retry_after=RETRY_AFTER_SETUP,
+            ) from None
+        return EnqueueResult(envelope.id, envelope.queue)
+
+    def _gave_up(self, error: Exception, target: QueueTarget) -> ProxyError:
+        code = _grpc_code(error) if isinstance(error, core_exceptions.GoogleAPICallError) else None
+        name = code.name if code is not None else type(error).__name__
+        self._log(
+            f"transient:{name}",
+            "CreateTask on %s failed until the deadline: %s",
+            target.path,
+            error,
+        )
+        retry_after = (
+            RETRY_AFTER_QUOTA
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            else RETRY_AFTER_TRANSIENT
+        )
+        return EngineUnavailableError(
+            f"Cloud Tasks did not accept the task within {self._budget:g}s ({name}); "
+            "nothing was stored, retry later.",
+            retry_after=retry_after,
+        )
+
+    def _translate(
+        self, exc: core_exceptions.GoogleAPICallError, target: QueueTarget
+    ) -> ProxyError:
+        code = _grpc_code(exc)
+        queue = target.settings.name
+        message = exc.message or ""
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            if "too large" in message.lower():
+                return TaskRejectedError(
+                    f"Cloud Tasks refused the task as too large ({message}); "
+                    "send a smaller request.",
+                    status=413,
+                    code="task_too_large",
+                )
+            return TaskRejectedError(f"Cloud Tasks refused the task: {message}", status=400)
+        self._log(code.name if code else "other", "CreateTask on %s: %s", target.path, exc)
+        if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
+            return EngineUnavailableError(
+                f"Cloud Tasks queue {queue!r} is missing, paused or disabled; nothing was "
+                "stored. Create or resume the queue.",
+                retry_after=RETRY_AFTER_SETUP,
+            )
+        if code == grpc.StatusCode.PERMISSION_DENIED:
+            return EngineUnavailableError(
+                f"Cloud Tasks denied the proxy's identity on queue {queue!r}: it needs the "
+                f"{_ENQUEUER} role on the queue, and {_SA_USER} on the OIDC service account.",
+                retry_after=RETRY_AFTER_SETUP,
+            )
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            return EngineUnavailableError(
+                "Cloud Tasks did not accept the proxy's credentials; give the proxy a valid "
+                f"identity with the {_ENQUEUER} role.",
+                retry_after=RETRY_AFTER_SETUP,
+            )
+        name = code.name if code is not None else type(exc).__name__
+        return EngineUnavailableError(
+            f"Cloud Tasks answered {name}; nothing was stored, retry later.",
+            retry_after=RETRY_AFTER_TRANSIENT,
+        )
+
+    async def check_ready(self) -> None:
+        """Raise :class:`EngineUnavailableError` unless every queue answers GetQueue.
+
+        Each probe has a 1 s timeout and the answer is reused for 1.5 s. PERMISSION_DENIED
+        counts as reachable: the Enqueuer role may create tasks but not read queues.
+        """
+        self._started_client()
+        assert self._ready_lock is not None
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._ready_checked_at >= READY_CACHE:
+            async with self._ready_lock:
+                if loop.time() - self._ready_checked_at >= READY_CACHE:
+                    self._ready_problem = await self._probe()
+                    self._ready_checked_at = loop.time()
+        if self._ready_problem is not None:
+            detail, retry_after = self._ready_problem
+            raise EngineUnavailableError(detail, retry_after=retry_after)
+
+    async def _probe(self) -> tuple[str, float] | None:
+        client = self._started_client()
+        results = await asyncio.gather(
+            *(
+                client.get_queue(name=target.path, timeout=READY_TIMEOUT, retry=None)
+                for target in self._targets.values()
+            ),
+            return_exceptions=True,
+        )
+        for target, result in zip(self._targets.values(), results, strict=True):
+            queue = target.settings.name
+            if isinstance(result, Queue):
+                if result.state == Queue.State.DISABLED:
+                    return f"Cloud Tasks queue {queue!r} is disabled.", RETRY_AFTER_SETUP
+                continue
+            if isinstance(result, core_exceptions.GoogleAPICallError):
+                self._count("GetQueue", result)
+                code = _grpc_code(result)
+                if code == grpc.StatusCode.PERMISSION_DENIED:
+                    continue
+                if code == grpc.StatusCode.NOT_FOUND:
+                    return f"Cloud Tasks queue {queue!r} does not exist.", RETRY_AFTER_SETUP
+                name = code.name if code is not None else "an error"
+                return f"Cloud Tasks answered {name} for queue {queue!r}.", RETRY_AFTER_TRANSIENT
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # cancellation
+            return f"Cloud Tasks is not reachable ({type(result).__name__}).", RETRY_AFTER_TRANSIENT
+        return None
+
+    # ------------------------------------------------------------ helpers
+
+    def _started_client(self) -> CloudTasksAsyncClient:
+        if self._client is None:
+            raise EngineUnavailableError("The Cloud Tasks engine is not running.", retry_after=1)
+        return self._client
+
+    def _count(self, method: str, exc: core_exceptions.GoogleAPICallError) -> None:
+        code = _grpc_code(exc)
+        self._rpc_errors.labels(method, code.name if code is not None else "UNKNOWN").inc()
+
+    def _log(self, key: str, message: str, *args: object) -> None:
+        # One warning per kind of failure every few seconds: an outage must not flood logs.
+        now = asyncio.get_running_loop().time()
+        if now - self._logged_at.get(key, float("-inf")) >= _LOG_EVERY:
+            self._logged_at[key] = now
+            logger.warning(message, *args)
+
+
+def _grpc_code(exc: core_exceptions.GoogleAPICallError) -> grpc.StatusCode | None:
+    code = exc.grpc_status_code
+    return code if isinstance(code, grpc.StatusCode) else None
+
+
+def _stop_at(loop: asyncio.AbstractEventLoop, deadline: float) -> Callable[[RetryCallState], bool]:
+    """Stop retrying when the next attempt would start too close to ``deadline``."""
+
+    def stop(state: RetryCallState) -> bool:
+        return loop.time() + state.upcoming_sleep + MIN_ATTEMPT > deadline
+
+    return stop
