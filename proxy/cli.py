@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from proxy import __version__
+from proxy.auth import hash_key
 from proxy.config import Settings, load_settings
 from proxy.errors import ConfigError
+from proxy.logs import configure_logging
 
 EXIT_CONFIG = 2
 
@@ -31,6 +32,13 @@ def _parser() -> argparse.ArgumentParser:
         "flags win over env vars, which win over the config file.",
     )
     add_settings_flags(serve)
+    hash_key = commands.add_parser(
+        "hash-key",
+        help="print the config form (sha256:...) of an API key",
+        description="Print the hash to put in api_keys. The key is read from standard input "
+        "when not given, so it stays out of shell history.",
+    )
+    hash_key.add_argument("key", nargs="?", help="the API key (default: read from stdin)")
     return parser
 
 
@@ -51,6 +59,9 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
         "--trusted-proxies", metavar="IPS", help="proxies whose X-Forwarded-* count"
     )
     parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument(
+        "--log-format", choices=["auto", "json", "text"], help="auto: JSON unless on a terminal"
+    )
     parser.add_argument("--db", metavar="PATH", help="SQLite file of the local engine")
     parser.add_argument("--project", help="Google Cloud project (cloudtasks engine)")
     parser.add_argument("--location", help="Cloud Tasks location, e.g. europe-west1")
@@ -65,8 +76,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         name: getattr(args, name)
         for name in (
             "engine", "target", "rate", "burst", "concurrency", "queue", "host", "port",
-            "admin_host", "admin_port", "trusted_proxies", "log_level", "db", "project",
-            "location", "service_account", "emulator_host", "max_body_bytes",
+            "admin_host", "admin_port", "trusted_proxies", "log_level", "log_format", "db",
+            "project", "location", "service_account", "emulator_host", "max_body_bytes",
         )
     }  # fmt: skip
     return load_settings(args.config, env=os.environ, flags=flags)
@@ -75,15 +86,19 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for a configuration error)."""
     args = _parser().parse_args(argv)
+    if args.command == "hash-key":
+        key = args.key if args.key is not None else sys.stdin.readline().rstrip("\r\n")
+        if not key:
+            print("ingest-proxy: hash-key needs a non-empty key", file=sys.stderr)
+            return EXIT_CONFIG
+        print(hash_key(key))
+        return 0
     try:
         settings = settings_from_args(args)
     except ConfigError as exc:
         print(f"ingest-proxy: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    logging.basicConfig(
-        level=settings.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(settings.server.log_level, settings.server.log_format)
     if args.command == "serve":
         from proxy.server import serve
 

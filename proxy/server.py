@@ -46,7 +46,8 @@ def build_servers(settings: Settings) -> tuple[_Server, _Server, Runtime]:
         forwarded_allow_ips=server.trusted_proxies,
         server_header=False,
         timeout_graceful_shutdown=int(server.shutdown_grace),
-        access_log=False,
+        access_log=False,  # the ingress writes its own request log, without query strings
+        log_config=None,
     )
     admin_config = uvicorn.Config(
         admin,
@@ -56,6 +57,7 @@ def build_servers(settings: Settings) -> tuple[_Server, _Server, Runtime]:
         log_level=server.log_level,
         server_header=False,
         access_log=False,
+        log_config=None,
     )
     return _Server(ingress_config), _Server(admin_config), runtime
 

@@ -8,6 +8,7 @@ end to end in tests/engines and tests/test_e2e_*.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from proxy.app import create_app
+from proxy.auth import hash_key
 from proxy.config import settings_from_dict
 from proxy.errors import BacklogFullError, EngineUnavailableError
 from tests.support.engines import RecordingEngine
@@ -282,3 +284,57 @@ def test_disconnect_mid_body_enqueues_nothing() -> None:
         wait_for(lambda: disconnects() == 1, timeout=10, message="disconnect not seen")
         assert httpx.get(url).status_code == 202  # still serving
     assert [e.method for e in engine.envelopes] == ["GET"]
+
+
+KEY = "k3y-for-tests-0123456789"
+
+
+def test_api_key_required_on_a_protected_route(caplog: pytest.LogCaptureFixture) -> None:
+    """With api_keys: no key or a wrong key is 401; a good key is 202 and is never delivered
+    nor logged."""
+    caplog.set_level(logging.INFO, logger="ingest_proxy")
+    with _proxy(api_keys=[hash_key(KEY)]) as (url, engine):
+        missing = httpx.post(url, content=b"x")
+        assert missing.status_code == 401
+        assert missing.json()["error"] == "unauthorized"
+        wrong = httpx.post(url, content=b"x", headers={"X-Api-Key": "nope"})
+        assert wrong.status_code == 401
+        assert httpx.post(url, content=b"a", headers={"X-Api-Key": KEY}).status_code == 202
+        bearer = httpx.post(url, content=b"b", headers={"Authorization": f"Bearer {KEY}"})
+        assert bearer.status_code == 202
+    assert len(engine.envelopes) == 2
+    for envelope in engine.envelopes:
+        names = {name for name, _ in envelope.headers}
+        assert "x-api-key" not in names
+        assert "authorization" not in names
+        assert all(KEY not in value for _, value in envelope.headers)
+    assert caplog.records, "the request log should have lines"
+    assert all(KEY not in record.getMessage() + str(record.__dict__) for record in caplog.records)
+
+
+def test_route_can_open_itself_or_use_its_own_keys() -> None:
+    """A route's own api_keys replace the top-level ones; an empty list makes it open."""
+    routes = [
+        {"prefix": "/open", "queue": "default", "api_keys": []},
+        {"prefix": "/orders", "queue": "orders", "api_keys": [hash_key("orders-key")]},
+    ]
+    with _proxy(api_keys=[hash_key(KEY)], routes=routes) as (url, _):
+        assert httpx.post(f"{url}/open/x").status_code == 202
+        assert httpx.post(f"{url}/orders/1", headers={"X-Api-Key": KEY}).status_code == 401
+        assert httpx.post(f"{url}/orders/1", headers={"X-Api-Key": "orders-key"}).status_code == 202
+        assert httpx.post(f"{url}/other").status_code == 401
+
+
+def test_request_log_line_has_ids_and_no_query(caplog: pytest.LogCaptureFixture) -> None:
+    """Each request logs one line with request id, task id, queue, status and latency,
+    without the query string."""
+    caplog.set_level(logging.INFO, logger="ingest_proxy")
+    with _proxy() as (url, engine):
+        httpx.post(f"{url}/p?token=s3cret", content=b"x", headers={"X-Request-Id": "r-1"})
+    [record] = [r for r in caplog.records if r.name == "ingest_proxy.ingress"]
+    fields = record.fields  # type: ignore[attr-defined]
+    assert fields["request_id"] == "r-1"
+    assert fields["task"] == engine.envelopes[0].id
+    assert (fields["queue"], fields["status"], fields["path"]) == ("default", 202, "/p")
+    assert fields["latency_ms"] >= 0
+    assert "s3cret" not in str(fields)
