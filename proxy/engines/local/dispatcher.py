@@ -1,0 +1,214 @@
+"""Per-queue scheduling: take due tasks in ETA order within the token bucket and the
+concurrency cap, deliver them, and record the outcome with Cloud Tasks retry semantics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import httpx
+
+from proxy.config import QueueSettings
+from proxy.engines.delivery import build_request, cloud_tasks_headers
+from proxy.engines.local import attempt
+from proxy.engines.local.bucket import Throttle, TokenBucket
+from proxy.engines.local.clock import Clock
+from proxy.engines.local.store import AttemptResult, LeasedTask, Store
+from proxy.engines.retry import backoff_delay, should_retry
+from proxy.errors import EngineError
+from proxy.metrics import Metrics
+
+logger = logging.getLogger("ingest_proxy.local")
+
+LEASE_BATCH = 100  # tasks taken per store round trip at most
+LEASE_MARGIN = 30.0  # seconds a lease outlives the dispatch deadline
+MAX_IDLE = 1.0  # seconds between looks at the store when nothing seems due
+
+
+class Dispatcher:
+    """Delivers the tasks of one queue. Drive it with :meth:`run` (real time) or call
+    :meth:`step` yourself (tests with a :class:`~proxy.engines.local.clock.ManualClock`).
+
+    ``on_done(size, dead)`` is called when a task leaves the queue (``size`` in body bytes).
+    """
+
+    def __init__(
+        self,
+        queue: QueueSettings,
+        *,
+        store: Store,
+        client: httpx.AsyncClient,
+        clock: Clock,
+        metrics: Metrics,
+        on_done: Callable[[int, bool], None] = lambda size, dead: None,
+    ) -> None:
+        self.queue = queue
+        self.store = store
+        self.client = client
+        self.clock = clock
+        self.on_done = on_done
+        self.bucket = TokenBucket(queue.rate, queue.effective_burst, clock.monotonic())
+        self.throttle = Throttle()
+        self.in_flight: dict[int, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._idle = False
+        self._stopping = False
+        name = queue.name
+        self._dispatches = {
+            kind: metrics.dispatches.labels(name, kind)
+            for kind in ("2xx", "3xx", "4xx", "5xx", "error", "timeout")
+        }
+        self._delivery_seconds = metrics.delivery_seconds.labels(name)
+        self._task_attempts = metrics.task_attempts.labels(name)
+
+    # ------------------------------------------------------------ scheduling
+
+    def rate(self) -> float:
+        """Current dispatches per second: the configured rate, lowered after 429/503."""
+        return self.queue.rate * self.throttle.factor(self.clock.monotonic())
+
+    def notify(self) -> None:
+        """New tasks are due: look at the store now if the dispatcher is idle."""
+        if self._idle:
+            self._wake.set()
+
+    async def step(self) -> float:
+        """One scheduling round: lease as many due tasks as tokens and free slots allow
+        and start their attempts. Returns seconds until another round is worth it."""
+        mono = self.clock.monotonic()
+        rate = self.rate()
+        if rate != self.bucket.rate:
+            self.bucket.set_rate(rate, mono)
+        free = self.queue.concurrency - len(self.in_flight)
+        if free <= 0:
+            self._idle = False
+            return MAX_IDLE  # a finishing attempt wakes us earlier
+        wait = self.bucket.wait_time(mono)
+        if wait > 0:
+            self._idle = False
+            return wait
+        limit = min(free, int(self.bucket.available(mono)), LEASE_BATCH)
+        now = self.clock.time()
+        lease = await self.store.lease(
+            self.queue.name, now, limit, now + self.queue.dispatch_deadline + LEASE_MARGIN
+        )
+        for task in lease.tasks:
+            if task.seq in self.in_flight:
+                continue  # its lease ran out while the attempt is still going
+            self.bucket.try_take(self.clock.monotonic())
+            self.in_flight[task.seq] = asyncio.create_task(self._deliver(task))
+        if len(lease.tasks) < limit:
+            self._idle = True
+            if lease.next_due is None:
+                return MAX_IDLE
+            return min(MAX_IDLE, max(0.0, lease.next_due - self.clock.time()))
+        self._idle = False
+        return 0.0
+
+    async def run(self) -> None:
+        """Schedule until :meth:`stop`; store errors are logged and retried."""
+        while not self._stopping:
+            try:
+                delay = await self.step()
+            except EngineError as exc:
+                logger.warning("queue %s: cannot lease tasks: %s", self.queue.name, exc)
+                delay = MAX_IDLE
+            if delay > 0 and not self._stopping:
+                await self._sleep(delay)
+
+    async def _sleep(self, seconds: float) -> None:
+        if self._wake.is_set():
+            self._wake.clear()
+            return
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+            self._wake.clear()
+
+    def stop(self) -> None:
+        """Take no more tasks (attempts in flight go on)."""
+        self._stopping = True
+        self._wake.set()
+
+    async def drain(self, grace: float) -> list[int]:
+        """Wait up to ``grace`` seconds for attempts in flight, cancel the rest; return the
+        ids (``seq``) of the cancelled tasks, whose leases the caller releases."""
+        pending = set(self.in_flight.values())
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
+        cancelled = {seq: task for seq, task in self.in_flight.items() if not task.done()}
+        for task in cancelled.values():
+            task.cancel()
+        for task in cancelled.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return list(cancelled)
+
+    # ------------------------------------------------------------ delivery
+
+    async def _deliver(self, task: LeasedTask) -> None:
+        try:
+            await self._attempt(task)
+        except EngineError as exc:
+            # The outcome could not be recorded: the lease runs out and the task is tried again.
+            logger.warning(
+                "queue %s: cannot record the attempt of %s: %s",
+                self.queue.name, task.envelope.id, exc,
+            )  # fmt: skip
+        except Exception:
+            logger.exception("queue %s: attempt of %s failed", self.queue.name, task.envelope.id)
+        finally:
+            self.in_flight.pop(task.seq, None)
+            self._wake.set()
+
+    async def _attempt(self, task: LeasedTask) -> None:
+        queue = self.queue
+        request = build_request(queue, task.envelope)
+        previous = task.last_status if task.attempts else None
+        request.headers.update(
+            cloud_tasks_headers(
+                queue=queue.name,
+                task=task.envelope.id,
+                retry_count=task.attempts,
+                execution_count=task.responses,
+                eta=task.eta,
+                previous_response=previous,
+            )
+        )
+        started = self.clock.time()
+        started_mono = self.clock.monotonic()
+        outcome = await attempt.send(
+            self.client, request, deadline=queue.dispatch_deadline, now=started
+        )
+        self._delivery_seconds.observe(self.clock.monotonic() - started_mono)
+        self._dispatches[outcome.kind].inc()
+        if outcome.success:
+            await self.store.complete(task)
+            self._task_attempts.observe(task.attempts + 1)
+            self.on_done(task.size, False)
+            return
+        now = self.clock.time()
+        if outcome.throttles:
+            self.throttle.throttled(self.clock.monotonic(), outcome.retry_after)
+        result = AttemptResult(started, outcome.status, outcome.executed, outcome.error)
+        first = task.first_attempt_at if task.first_attempt_at is not None else started
+        attempts = task.attempts + 1
+        if not should_retry(queue.retry, attempts=attempts, first_attempt_at=first, now=now):
+            await self.store.dead_letter(task, result, now)
+            self._task_attempts.observe(attempts)
+            self.on_done(task.size, True)
+            logger.warning(
+                "queue %s: task %s dead-lettered after %d attempts (last: %s)",
+                queue.name, task.envelope.id, attempts, outcome.status or outcome.error,
+            )  # fmt: skip
+            return
+        delay = backoff_delay(queue.retry, attempts - 1)
+        if outcome.retry_after is not None:
+            delay = max(delay, outcome.retry_after)
+        await self.store.retry(task, result, now + delay)

@@ -1,0 +1,323 @@
+"""LocalEngine: the embedded engine (SQLite store + per-queue dispatchers)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import functools
+import logging
+import math
+from dataclasses import dataclass
+from typing import IO
+
+import httpx
+
+from proxy.config import QueueSettings, Settings
+from proxy.engines.local.clock import Clock, SystemClock
+from proxy.engines.local.dispatcher import Dispatcher
+from proxy.engines.local.store import DeadLetter, Store
+from proxy.envelope import EnqueueResult, Envelope
+from proxy.errors import BacklogFullError, EngineUnavailableError, TaskRejectedError
+from proxy.metrics import Metrics
+
+logger = logging.getLogger("ingest_proxy.local")
+
+# Bound per queue when neither max_backlog_tasks nor max_backlog_bytes is set.
+DEFAULT_MAX_BACKLOG_TASKS = 1_000_000
+DEFAULT_MAX_BACKLOG_BYTES = 1024**3
+DEDUP_PRUNE_INTERVAL = 60.0
+MAX_RETRY_AFTER = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """One queue at a glance: tasks not yet completed (waiting or in flight), their body
+    bytes, attempts in flight, dead letters, age of the oldest task (seconds), and the
+    configured and current dispatch rates (per second)."""
+
+    queue: str
+    tasks: int
+    bytes: int
+    in_flight: int
+    dead_letters: int
+    oldest_age: float | None
+    rate: float
+    current_rate: float
+
+
+class _Backlog:
+    """Live counters of one queue, including enqueues not yet committed."""
+
+    __slots__ = ("bytes", "dead", "max_bytes", "max_tasks", "tasks")
+
+    def __init__(self, queue: QueueSettings) -> None:
+        unbounded = queue.max_backlog_tasks is None and queue.max_backlog_bytes is None
+        self.max_tasks = queue.max_backlog_tasks or (
+            DEFAULT_MAX_BACKLOG_TASKS if unbounded else math.inf
+        )
+        self.max_bytes = queue.max_backlog_bytes or (
+            DEFAULT_MAX_BACKLOG_BYTES if unbounded else math.inf
+        )
+        self.tasks = 0
+        self.bytes = 0
+        self.dead = 0
+
+    def depth(self) -> float:
+        return float(self.tasks)
+
+    def dead_letters(self) -> float:
+        return float(self.dead)
+
+
+class LocalEngine:
+    """Persist tasks in the SQLite file ``settings.local.db`` and deliver them.
+
+    A 202 is sent only after the task's batch committed with ``settings.local.synchronous``
+    (``FULL``: fsync'd). Each queue has a backlog bound (``max_backlog_tasks`` and/or
+    ``max_backlog_bytes``; when neither is set, 1,000,000 tasks and 1 GiB of bodies); beyond
+    it :meth:`enqueue` raises :class:`BacklogFullError` with a Retry-After of the time the
+    dispatcher needs to free a tenth of the bound at its current rate (1 s to 1 h).
+    ``clock`` and ``transport`` exist for tests.
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        clock: Clock | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock or SystemClock()
+        self._transport = transport
+        self.store = Store(
+            settings.local.db,
+            synchronous=settings.local.synchronous,
+            dedup_window=settings.local.dedup_window,
+            clock=self.clock.time,
+            on_batch=metrics.commit_batch_size.observe,
+        )
+        self.backlogs = {queue.name: _Backlog(queue) for queue in settings.queues}
+        self.dispatchers: dict[str, Dispatcher] = {}
+        self._client: httpx.AsyncClient | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock_file: IO[bytes] | None = None
+        self._closing = False
+        self._started = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Lock and open the database, release leases of an earlier process, start the
+        dispatchers. Raises :class:`EngineUnavailableError` when the file cannot be used."""
+        self._lock()
+        try:
+            counts, released = await asyncio.to_thread(self.store.open, self.backlogs)
+        except BaseException:
+            self._unlock()
+            raise
+        if released:
+            logger.info("released %d leases of an earlier process; retrying them", released)
+        for name, count in counts.items():
+            backlog = self.backlogs.get(name)
+            if backlog is None:
+                if count.tasks and name:
+                    logger.warning(
+                        "%d tasks of queue %r are kept but not delivered: it is not configured",
+                        count.tasks, name,
+                    )  # fmt: skip
+                continue
+            backlog.tasks, backlog.bytes, backlog.dead = count.tasks, count.bytes, count.dead
+        total = sum(queue.concurrency for queue in self.settings.queues)
+        self._client = httpx.AsyncClient(
+            transport=self._transport,
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(max_connections=total, max_keepalive_connections=total),
+            timeout=httpx.Timeout(MAX_RETRY_AFTER),  # the dispatch deadline bounds each attempt
+        )
+        for queue in self.settings.queues:
+            self.dispatchers[queue.name] = self._dispatcher(queue, self._client)
+        self._register_metrics()
+        for dispatcher in self.dispatchers.values():
+            self._tasks.append(asyncio.create_task(dispatcher.run()))
+        self._tasks.append(asyncio.create_task(self._prune_dedup()))
+        self._started = True
+
+    def _dispatcher(self, queue: QueueSettings, client: httpx.AsyncClient) -> Dispatcher:
+        backlog = self.backlogs[queue.name]
+
+        def done(size: int, dead: bool) -> None:
+            backlog.tasks -= 1
+            backlog.bytes -= size
+            if dead:
+                backlog.dead += 1
+
+        return Dispatcher(
+            queue,
+            store=self.store,
+            client=client,
+            clock=self.clock,
+            metrics=self.metrics,
+            on_done=done,
+        )
+
+    async def aclose(self) -> None:
+        """Stop dispatching; give attempts in flight ``settings.server.shutdown_grace``
+        seconds, release the leases of the rest; finish submitted writes; close the file."""
+        if self._closing:
+            return
+        self._closing = True
+        if not self._started:
+            return
+        for dispatcher in self.dispatchers.values():
+            dispatcher.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        grace = self.settings.server.shutdown_grace
+        drained = await asyncio.gather(*(d.drain(grace) for d in self.dispatchers.values()))
+        abandoned = [seq for seqs in drained for seq in seqs]
+        if abandoned:
+            try:
+                await self.store.release(abandoned)
+            except EngineUnavailableError as exc:
+                logger.warning("could not release %d leases: %s", len(abandoned), exc)
+            logger.info("released %d attempts still in flight at shutdown", len(abandoned))
+        if self._client is not None:
+            await self._client.aclose()
+        await asyncio.to_thread(self.store.close)
+        self._unlock()
+
+    def _lock(self) -> None:
+        path = self.settings.local.db + ".lock"
+        try:
+            handle = open(path, "ab")  # noqa: SIM115 - held for the engine's lifetime
+        except OSError as exc:
+            raise EngineUnavailableError(f"Cannot open {path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise EngineUnavailableError(
+                f"{self.settings.local.db} is in use by another ingest-proxy process."
+            ) from None
+        self._lock_file = handle
+
+    def _unlock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    # ------------------------------------------------------------ the Engine protocol
+
+    async def enqueue(self, envelope: Envelope) -> EnqueueResult:
+        """Persist ``envelope`` durably (see the class docstring for the bounds)."""
+        if self._closing or not self._started:
+            raise EngineUnavailableError("The engine is not running.", retry_after=1)
+        backlog = self.backlogs.get(envelope.queue)
+        if backlog is None:
+            raise TaskRejectedError(
+                f"No queue is named {envelope.queue!r}.", status=404, code="unknown_queue"
+            )
+        size = len(envelope.body)
+        if backlog.tasks >= backlog.max_tasks or backlog.bytes + size > backlog.max_bytes:
+            raise BacklogFullError(
+                f"Queue {envelope.queue!r} holds {backlog.tasks} tasks "
+                f"({backlog.bytes} bytes), its bound; retry later.",
+                retry_after=self._retry_after(envelope.queue, backlog),
+            )
+        backlog.tasks += 1
+        backlog.bytes += size
+        try:
+            result: EnqueueResult = await self.store.enqueue(envelope)
+        except BaseException:
+            backlog.tasks -= 1
+            backlog.bytes -= size
+            raise
+        if result.duplicate:
+            backlog.tasks -= 1
+            backlog.bytes -= size
+        elif envelope.schedule_time is None or envelope.schedule_time <= self.clock.time():
+            self.dispatchers[envelope.queue].notify()
+        return result
+
+    async def check_ready(self) -> None:
+        """Raise :class:`EngineUnavailableError` unless a durable write succeeds now."""
+        if self._closing or not self._started:
+            raise EngineUnavailableError("The engine is not running.", retry_after=1)
+        await self.store.probe()
+
+    # ------------------------------------------------------------ reads for the admin API
+
+    async def queue_stats(self) -> list[QueueStats]:
+        """Every configured queue's :class:`QueueStats`."""
+        oldest = await asyncio.to_thread(
+            lambda: {name: self.store.oldest_received_at(name) for name in self.backlogs}
+        )
+        now = self.clock.time()
+        stats = []
+        for queue in self.settings.queues:
+            backlog = self.backlogs[queue.name]
+            dispatcher = self.dispatchers.get(queue.name)
+            first = oldest[queue.name]
+            stats.append(
+                QueueStats(
+                    queue=queue.name,
+                    tasks=backlog.tasks,
+                    bytes=backlog.bytes,
+                    in_flight=len(dispatcher.in_flight) if dispatcher else 0,
+                    dead_letters=backlog.dead,
+                    oldest_age=max(0.0, now - first) if first is not None else None,
+                    rate=queue.rate,
+                    current_rate=dispatcher.rate() if dispatcher else queue.rate,
+                )
+            )
+        return stats
+
+    async def list_dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        """The newest ``limit`` dead letters of ``queue``, newest first."""
+        return await asyncio.to_thread(self.store.dead_letters, queue, limit)
+
+    # ------------------------------------------------------------ internals
+
+    def _retry_after(self, queue: str, backlog: _Backlog) -> float:
+        rate = self.dispatchers[queue].rate() if queue in self.dispatchers else 1.0
+        excess_tasks = backlog.tasks - 0.9 * backlog.max_tasks
+        if math.isfinite(backlog.max_bytes) and backlog.tasks:
+            mean = backlog.bytes / backlog.tasks or 1.0
+            excess_tasks = max(excess_tasks, (backlog.bytes - 0.9 * backlog.max_bytes) / mean)
+        return min(MAX_RETRY_AFTER, max(1.0, excess_tasks / rate))
+
+    def _register_metrics(self) -> None:
+        m = self.metrics
+        for name, backlog in self.backlogs.items():
+            dispatcher = self.dispatchers[name]
+            m.queue_depth.labels(name).set_function(backlog.depth)
+            m.dead_letters.labels(name).set_function(backlog.dead_letters)
+            m.dispatch_rate.labels(name).set_function(dispatcher.rate)
+            m.oldest_task_age.labels(name).set_function(functools.partial(self._oldest_age, name))
+
+    def _oldest_age(self, queue: str) -> float:
+        if self._closing:
+            return math.nan
+        try:
+            first = self.store.oldest_received_at(queue)
+        except EngineUnavailableError:
+            return math.nan
+        return 0.0 if first is None else max(0.0, self.clock.time() - first)
+
+    async def _prune_dedup(self) -> None:
+        while True:
+            await self.clock.sleep(DEDUP_PRUNE_INTERVAL)
+            try:
+                await self.store.prune_dedup(self.clock.time())
+            except EngineUnavailableError as exc:
+                logger.warning("cannot prune idempotency keys: %s", exc)

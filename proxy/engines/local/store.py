@@ -1,0 +1,474 @@
+"""The embedded engine's task store: one SQLite file in WAL mode.
+
+Tables: ``tasks`` (one row per task not yet completed, body included, so a backlog lives
+on disk, not in memory), ``dead_letters`` (tasks that ran out of attempts, with the last
+status and a response snippet), ``dedup`` (Idempotency-Key task id -> first task, kept for
+the de-dup window) and ``counters`` (per-queue task count, body bytes and dead letters,
+updated in the same transaction as the rows they count, so reading them is O(1)).
+
+A task row is *leased* while an attempt is in flight: ``visible_at`` then holds the lease
+expiry instead of the ETA, so the due-task index skips it, and a lease that outlives its
+process simply becomes due again. On start every lease of an earlier process is released.
+All writes go through one :class:`Writer` thread (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from proxy.engines.local.writer import Writer
+from proxy.envelope import EnqueueResult, Envelope
+from proxy.errors import EngineUnavailableError
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    query TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    body BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    received_at REAL NOT NULL,
+    request_id TEXT NOT NULL,
+    eta REAL NOT NULL,
+    visible_at REAL NOT NULL,
+    leased INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    responses INTEGER NOT NULL DEFAULT 0,
+    first_attempt_at REAL,
+    last_status INTEGER,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_due ON tasks (queue, visible_at);
+CREATE INDEX IF NOT EXISTS tasks_queue ON tasks (queue);
+CREATE INDEX IF NOT EXISTS tasks_leased ON tasks (leased) WHERE leased = 1;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    dl INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    query TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    body BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    received_at REAL NOT NULL,
+    request_id TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    first_attempt_at REAL,
+    last_status INTEGER,
+    last_error TEXT,
+    died_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_queue ON dead_letters (queue, dl);
+CREATE TABLE IF NOT EXISTS dedup (
+    id TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    created_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedup_created ON dedup (created_at);
+CREATE TABLE IF NOT EXISTS counters (
+    queue TEXT PRIMARY KEY,
+    tasks INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    dead INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+"""
+_INSERT = (
+    "INSERT INTO tasks (id, queue, method, path, query, headers, body, size, received_at,"
+    " request_id, eta, visible_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_LEASE = (
+    "SELECT seq, id, queue, method, path, query, headers, body, received_at, request_id, eta,"
+    " attempts, responses, first_attempt_at, last_status, size FROM tasks INDEXED BY tasks_due"
+    " WHERE queue = ? AND visible_at <= ? ORDER BY visible_at LIMIT ?"
+)
+SNIPPET_CHARS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class LeasedTask:
+    """A task taken for one attempt. ``eta`` is when this attempt was due (Unix seconds),
+    ``attempts`` the attempts made so far, ``responses`` those that got a non-5xx answer."""
+
+    seq: int
+    envelope: Envelope
+    eta: float
+    attempts: int
+    responses: int
+    first_attempt_at: float | None
+    last_status: int | None
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The result of :meth:`Store.lease`: the tasks taken and, when fewer were due than
+    asked for, when the next one becomes due (``None``: the queue is empty)."""
+
+    tasks: list[LeasedTask]
+    next_due: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """Per-queue counters: tasks not yet completed, their body bytes, dead letters."""
+
+    queue: str
+    tasks: int
+    bytes: int
+    dead: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A task that ran out of attempts; ``last_error`` is the response snippet or the
+    transport error of the last attempt. Times are Unix seconds."""
+
+    id: str
+    queue: str
+    method: str
+    path: str
+    query: str
+    size: int
+    received_at: float
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    died_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What one failed attempt left behind: when it started, the status (``None`` without
+    a response), whether the answer counts as an execution, and a snippet or error text."""
+
+    started_at: float
+    status: int | None
+    executed: bool
+    error: str
+
+
+class Store:
+    """The task store in the SQLite file ``path`` (see the module docstring).
+
+    ``dedup_window`` is in seconds; ``clock`` returns Unix seconds (de-dup times).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: str = "FULL",
+        dedup_window: float = 3600.0,
+        clock: Callable[[], float],
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.dedup_window = dedup_window
+        self.clock = clock
+        self.writer = Writer(path, synchronous=synchronous, on_batch=on_batch)
+        self._reader: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def open(self, queues: Iterable[str]) -> tuple[dict[str, QueueCounts], int]:
+        """Create or upgrade the schema, release leases left by an earlier process; return
+        the counters of every queue with rows and the number of leases released (blocking).
+
+        Raises :class:`EngineUnavailableError` when the file cannot be opened for writing.
+        """
+        names = list(queues)
+
+        def init(conn: sqlite3.Connection) -> tuple[dict[str, QueueCounts], int]:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise EngineUnavailableError(
+                    f"{self.path} was written by a newer ingest-proxy (schema {version})."
+                )
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.executemany(
+                "INSERT OR IGNORE INTO counters (queue) VALUES (?)", [(n,) for n in names]
+            )
+            released = conn.execute(
+                "UPDATE tasks SET visible_at = eta, leased = 0 WHERE leased = 1"
+            ).rowcount
+            conn.execute("COMMIT")
+            counts = {
+                row[0]: QueueCounts(*row)
+                for row in conn.execute("SELECT queue, tasks, bytes, dead FROM counters")
+            }
+            return counts, released
+
+        try:
+            result = self.writer.start(init)
+            self._reader = sqlite3.connect(
+                Path(self.path).absolute().as_uri() + "?mode=ro",
+                uri=True,
+                check_same_thread=False,
+                timeout=1.0,
+            )
+        except sqlite3.Error as exc:
+            raise EngineUnavailableError(f"Cannot open the task store {self.path}: {exc}") from exc
+        return result
+
+    def close(self) -> None:
+        """Finish submitted writes and close the file (blocking)."""
+        self.writer.close()
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+    # ------------------------------------------------------------ enqueue
+
+    def enqueue(self, envelope: Envelope) -> asyncio.Future[EnqueueResult]:
+        """Persist ``envelope``; await the result: an :class:`EnqueueResult` once the batch
+        holding it committed (``duplicate`` when its Idempotency-Key is within the window)."""
+        future: asyncio.Future[EnqueueResult]
+        future = self.writer.submit_grouped(self._insert, envelope, durable=True)
+        return future
+
+    def _insert(self, conn: sqlite3.Connection, envelopes: list[Envelope]) -> list[Any]:
+        now = self.clock()
+        horizon = now - self.dedup_window
+        rows: list[tuple[Any, ...]] = []
+        keyed: list[tuple[str, str, float]] = []
+        seen: dict[str, str] = {}
+        results: list[Any] = []
+        deltas: dict[str, list[int]] = {}
+        dumps = json.dumps
+        for env in envelopes:
+            if env.idempotency_key is not None:
+                first = seen.get(env.id)
+                if first is None:
+                    row = conn.execute(
+                        "SELECT queue FROM dedup WHERE id = ? AND created_at >= ?",
+                        (env.id, horizon),
+                    ).fetchone()
+                    first = row[0] if row else None
+                if first is not None:
+                    results.append(EnqueueResult(env.id, first, True))
+                    continue
+                seen[env.id] = env.queue
+                keyed.append((env.id, env.queue, now))
+            eta = env.schedule_time if env.schedule_time is not None else env.received_at
+            size = len(env.body)
+            rows.append(
+                (
+                    env.id,
+                    env.queue,
+                    env.method,
+                    env.path,
+                    env.query,
+                    dumps(env.headers),
+                    env.body,
+                    size,
+                    env.received_at,
+                    env.request_id,
+                    eta,
+                    eta,
+                )
+            )
+            results.append(EnqueueResult(env.id, env.queue))
+            delta = deltas.get(env.queue)
+            if delta is None:
+                deltas[env.queue] = [1, size]
+            else:
+                delta[0] += 1
+                delta[1] += size
+        conn.executemany(_INSERT, rows)
+        if keyed:
+            conn.executemany("INSERT OR REPLACE INTO dedup VALUES (?, ?, ?)", keyed)
+        for queue, (count, size) in deltas.items():
+            _bump(conn, queue, count, size, 0)
+        return results
+
+    # ------------------------------------------------------------ dispatch side
+
+    def lease(
+        self, queue: str, now: float, limit: int, lease_until: float
+    ) -> asyncio.Future[Lease]:
+        """Take up to ``limit`` tasks of ``queue`` due at ``now``, oldest ETA first, until
+        ``lease_until``; await a :class:`Lease`."""
+
+        def run(conn: sqlite3.Connection) -> Lease:
+            rows = conn.execute(_LEASE, (queue, now, limit)).fetchall()
+            if rows:
+                conn.executemany(
+                    "UPDATE tasks SET visible_at = ?, leased = 1 WHERE seq = ?",
+                    [(lease_until, row[0]) for row in rows],
+                )
+            next_due = None
+            if len(rows) < limit:
+                found = conn.execute(
+                    "SELECT MIN(visible_at) FROM tasks WHERE queue = ?", (queue,)
+                ).fetchone()
+                next_due = found[0] if found else None
+            return Lease([_leased(row) for row in rows], next_due)
+
+        return self.writer.submit(run)
+
+    def complete(self, task: LeasedTask) -> asyncio.Future[None]:
+        """Delete a task whose attempt succeeded; await ``None``."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            if conn.execute("DELETE FROM tasks WHERE seq = ?", (task.seq,)).rowcount:
+                _bump(conn, task.envelope.queue, -1, -task.size, 0)
+
+        return self.writer.submit(run)
+
+    def retry(self, task: LeasedTask, result: AttemptResult, eta: float) -> asyncio.Future[None]:
+        """Record a failed attempt and schedule the next one at ``eta``; await ``None``."""
+        first = task.first_attempt_at if task.first_attempt_at is not None else result.started_at
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE tasks SET attempts = attempts + 1, responses = responses + ?,"
+                " first_attempt_at = ?, last_status = ?, last_error = ?, eta = ?,"
+                " visible_at = ?, leased = 0 WHERE seq = ?",
+                (
+                    int(result.executed),
+                    first,
+                    result.status,
+                    result.error[:SNIPPET_CHARS],
+                    eta,
+                    eta,
+                    task.seq,
+                ),
+            )
+
+        return self.writer.submit(run)
+
+    def dead_letter(
+        self, task: LeasedTask, result: AttemptResult, now: float
+    ) -> asyncio.Future[None]:
+        """Move a task that ran out of attempts to the dead-letter table; await ``None``."""
+        first = task.first_attempt_at if task.first_attempt_at is not None else result.started_at
+
+        def run(conn: sqlite3.Connection) -> None:
+            moved = conn.execute(
+                "INSERT INTO dead_letters (seq, id, queue, method, path, query, headers, body,"
+                " size, received_at, request_id, attempts, first_attempt_at, last_status,"
+                " last_error, died_at) SELECT seq, id, queue, method, path, query, headers,"
+                " body, size, received_at, request_id, attempts + 1, ?, ?, ?, ?"
+                " FROM tasks WHERE seq = ?",
+                (first, result.status, result.error[:SNIPPET_CHARS], now, task.seq),
+            ).rowcount
+            if moved:
+                conn.execute("DELETE FROM tasks WHERE seq = ?", (task.seq,))
+                _bump(conn, task.envelope.queue, -1, -task.size, 1)
+
+        return self.writer.submit(run)
+
+    def release(self, seqs: list[int]) -> asyncio.Future[int]:
+        """End the leases of tasks whose attempt was abandoned; they are due again at their
+        ETA. Await the number released."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            return conn.executemany(
+                "UPDATE tasks SET visible_at = eta, leased = 0 WHERE seq = ? AND leased = 1",
+                [(seq,) for seq in seqs],
+            ).rowcount
+
+        return self.writer.submit(run)
+
+    def prune_dedup(self, now: float) -> asyncio.Future[int]:
+        """Forget Idempotency-Keys older than the de-dup window; await how many."""
+        horizon = now - self.dedup_window
+
+        def run(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM dedup WHERE created_at < ?", (horizon,)).rowcount
+
+        return self.writer.submit(run)
+
+    def probe(self) -> asyncio.Future[None]:
+        """A durable write that proves the store can persist right now; await ``None``."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR IGNORE INTO counters (queue) VALUES ('')")
+            conn.execute("UPDATE counters SET bytes = bytes + 1 WHERE queue = ''")
+
+        return self.writer.submit(run, durable=True)
+
+    # ------------------------------------------------------------ reads
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        with self._reader_lock:
+            if self._reader is None:
+                raise EngineUnavailableError("The task store is closed.")
+            try:
+                return self._reader.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise EngineUnavailableError(f"Cannot read the task store: {exc}") from exc
+
+    def counts(self) -> dict[str, QueueCounts]:
+        """Counters of every queue (blocking, O(queues))."""
+        rows = self._read("SELECT queue, tasks, bytes, dead FROM counters WHERE queue != ''")
+        return {row[0]: QueueCounts(*row) for row in rows}
+
+    def oldest_received_at(self, queue: str) -> float | None:
+        """When the oldest task of ``queue`` not yet completed arrived (Unix seconds),
+        ``None`` when there is none. Blocking; one index lookup."""
+        rows = self._read(
+            "SELECT received_at FROM tasks INDEXED BY tasks_queue WHERE queue = ?"
+            " ORDER BY seq LIMIT 1",
+            (queue,),
+        )
+        return float(rows[0][0]) if rows else None
+
+    def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        """The newest ``limit`` dead letters of ``queue``, newest first (blocking)."""
+        rows = self._read(
+            "SELECT id, queue, method, path, query, size, received_at, attempts, last_status,"
+            " last_error, died_at FROM dead_letters WHERE queue = ? ORDER BY dl DESC LIMIT ?",
+            (queue, limit),
+        )
+        return [DeadLetter(*row) for row in rows]
+
+
+def _bump(conn: sqlite3.Connection, queue: str, tasks: int, size: int, dead: int) -> None:
+    updated = conn.execute(
+        "UPDATE counters SET tasks = tasks + ?, bytes = bytes + ?, dead = dead + ? WHERE queue = ?",
+        (tasks, size, dead, queue),
+    ).rowcount
+    if not updated:
+        conn.execute(
+            "INSERT INTO counters (queue, tasks, bytes, dead) VALUES (?, ?, ?, ?)",
+            (queue, tasks, size, dead),
+        )
+
+
+def _leased(row: tuple[Any, ...]) -> LeasedTask:
+    (seq, id_, queue, method, path, query, headers, body, received_at, request_id, eta,
+     attempts, responses, first_attempt_at, last_status, size) = row  # fmt: skip
+    envelope = Envelope(
+        id=id_,
+        queue=queue,
+        method=method,
+        path=path,
+        query=query,
+        headers=tuple((name, value) for name, value in json.loads(headers)),
+        body=body,
+        received_at=received_at,
+        schedule_time=eta,
+        request_id=request_id,
+    )
+    return LeasedTask(seq, envelope, eta, attempts, responses, first_attempt_at, last_status, size)

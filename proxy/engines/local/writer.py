@@ -1,0 +1,256 @@
+"""The single SQLite writer: one thread, one connection, group commit.
+
+Every job waiting when the thread is free runs in one transaction, so a burst of
+enqueues costs one fsync, and each caller's future resolves only after that commit.
+Jobs that need durability (enqueues) make the batch commit with the configured
+``synchronous`` level; batches of bookkeeping only (leases, completions, retries) commit
+with ``NORMAL``: in WAL mode they survive a process crash, and losing one to a power cut
+only means a task is delivered again, which at-least-once delivery allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future as ThreadFuture
+from typing import Any, TypeVar
+
+from proxy.errors import EngineUnavailableError
+
+T = TypeVar("T")
+logger = logging.getLogger("ingest_proxy.local")
+
+# Bench-only: milliseconds of extra delay per durable commit, to imitate a disk with slow
+# fsync. Never set this in production.
+BENCH_COMMIT_DELAY_ENV = "INGEST_PROXY_BENCH_ONLY_COMMIT_DELAY_MS"
+
+Group = Callable[[sqlite3.Connection, list[Any]], list[Any]]
+_STOP = object()
+
+
+class _Job:
+    __slots__ = ("durable", "fn", "future", "group", "loop", "payload")
+
+    def __init__(
+        self,
+        group: Group | None,
+        fn: Callable[[sqlite3.Connection], Any] | None,
+        payload: Any,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[Any],
+        durable: bool,
+    ) -> None:
+        self.group = group
+        self.fn = fn
+        self.payload = payload
+        self.loop = loop
+        self.future = future
+        self.durable = durable
+
+
+def unavailable(exc: sqlite3.Error) -> EngineUnavailableError:
+    """The error a client sees when SQLite cannot write (disk full, locked, read-only)."""
+    return EngineUnavailableError(
+        f"The task store cannot write right now ({exc}); nothing was stored.", retry_after=1
+    )
+
+
+class Writer:
+    """Owns the write connection to ``path`` and the thread that uses it.
+
+    ``synchronous`` is the SQLite level for durable batches (``FULL`` by default);
+    ``on_batch(n)`` is called in the writer thread with the number of durable jobs in each
+    committed batch.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 2.0,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self.on_batch = on_batch
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._sync_now = ""
+        delay = os.environ.get(BENCH_COMMIT_DELAY_ENV, "")
+        self._commit_delay = float(delay) / 1000 if delay else 0.0
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self, init: Callable[[sqlite3.Connection], T]) -> T:
+        """Open the database in the writer thread and run ``init`` there (blocking)."""
+        ready: ThreadFuture[T] = ThreadFuture()
+        self._thread = threading.Thread(
+            target=self._main, args=(init, ready), name="ingest-proxy-sqlite", daemon=True
+        )
+        self._thread.start()
+        return ready.result()
+
+    def close(self) -> None:
+        """Run the jobs already submitted, then close the connection (blocking)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._inbox.put(_STOP)
+        if self._thread is not None:
+            self._thread.join()
+
+    # ------------------------------------------------------------ submitting
+
+    def submit(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        durable: bool = False,
+    ) -> asyncio.Future[T]:
+        """Run ``fn(connection)`` in the next batch; the future resolves after the commit."""
+        return self._put(None, fn, None, durable)
+
+    def submit_grouped(self, group: Group, payload: Any, *, durable: bool) -> asyncio.Future[Any]:
+        """Add ``payload`` to ``group``'s list in the next batch: ``group(connection,
+        payloads)`` runs once per batch and returns one result (or exception) per payload."""
+        return self._put(group, None, payload, durable)
+
+    def _put(
+        self,
+        group: Group | None,
+        fn: Callable[[sqlite3.Connection], Any] | None,
+        payload: Any,
+        durable: bool,
+    ) -> asyncio.Future[Any]:
+        if self._closed:
+            raise EngineUnavailableError("The task store is closed (shutting down).", retry_after=1)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._inbox.put(_Job(group, fn, payload, loop, future, durable))
+        return future
+
+    # ------------------------------------------------------------ the thread
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout
+        )
+        conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        conn.execute("PRAGMA journal_size_limit=67108864")
+        return conn
+
+    def _main(self, init: Callable[[sqlite3.Connection], Any], ready: ThreadFuture[Any]) -> None:
+        try:
+            conn = self._connect()
+            ready.set_result(init(conn))
+        except BaseException as exc:
+            self._closed = True
+            ready.set_exception(exc)
+            return
+        try:
+            self._loop(conn)
+        finally:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                logger.exception("closing the task store failed")
+
+    def _loop(self, conn: sqlite3.Connection) -> None:
+        while True:
+            jobs: list[_Job] = []
+            stop = False
+            item = self._inbox.get()
+            while True:
+                if item is _STOP:
+                    stop = True
+                else:
+                    jobs.append(item)
+                try:
+                    item = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+            if jobs:
+                self._run_batch(conn, jobs)
+            if stop:
+                return
+
+    def _set_sync(self, conn: sqlite3.Connection, level: str) -> None:
+        if level != self._sync_now:
+            conn.execute(f"PRAGMA synchronous={level}")
+            self._sync_now = level
+
+    def _run_batch(self, conn: sqlite3.Connection, jobs: Sequence[_Job]) -> None:
+        durable = sum(1 for job in jobs if job.durable)
+        results: list[tuple[_Job, Any, BaseException | None]] = []
+        try:
+            self._set_sync(conn, self.synchronous if durable else "NORMAL")
+            conn.execute("BEGIN IMMEDIATE")
+            groups: dict[Group, list[_Job]] = {}
+            for job in jobs:
+                if job.group is not None:
+                    groups.setdefault(job.group, []).append(job)
+            for group, members in groups.items():
+                outs = group(conn, [job.payload for job in members])
+                for job, out in zip(members, outs, strict=True):
+                    if isinstance(out, BaseException):
+                        results.append((job, None, out))
+                    else:
+                        results.append((job, out, None))
+            for job in jobs:
+                if job.fn is not None:
+                    results.append((job, job.fn(conn), None))
+            conn.execute("COMMIT")
+            if durable and self._commit_delay:
+                time.sleep(self._commit_delay)
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            logger.error("task store batch of %d failed: %s", len(jobs), exc)
+            results = [(job, None, unavailable(exc)) for job in jobs]
+        except Exception as exc:
+            self._rollback(conn)
+            logger.exception("task store batch of %d failed", len(jobs))
+            results = [(job, None, exc) for job in jobs]
+        else:
+            if durable and self.on_batch is not None:
+                self.on_batch(durable)
+        self._resolve(results)
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                logger.exception("rollback failed")
+
+    @staticmethod
+    def _resolve(results: list[tuple[_Job, Any, BaseException | None]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any, BaseException | None]]]
+        by_loop = {}
+        for entry in results:
+            by_loop.setdefault(entry[0].loop, []).append(entry)
+        for loop, entries in by_loop.items():
+            # RuntimeError: the caller's loop is closed; nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, entries)
+
+
+def _settle(entries: list[tuple[_Job, Any, BaseException | None]]) -> None:
+    for job, value, error in entries:
+        future = job.future
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
