@@ -139,6 +139,15 @@ class CloudTasksEngine:
         self._client = make_client(self._settings.cloudtasks)
         self._ready_lock = asyncio.Lock()
 
+    @property
+    def endpoint(self) -> str:
+        """Where calls go: the emulator's ``host:port``, or Google's endpoint once started."""
+        emulator = self._settings.cloudtasks.emulator_host
+        if emulator:
+            return emulator
+        host: str = self._started_client().transport.host
+        return host
+
     async def aclose(self) -> None:
         """Close the channel; calls in flight are cancelled."""
         client, self._client = self._client, None
