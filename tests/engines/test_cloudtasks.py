@@ -259,7 +259,8 @@ async def test_transient_errors_past_the_deadline_are_503(fake_cloudtasks: FakeC
             await engine.enqueue(envelope())
     finally:
         await engine.aclose()
-    assert caught.value.retry_after is not None and caught.value.retry_after >= 1
+    assert caught.value.retry_after is not None
+    assert caught.value.retry_after >= 1
     assert "UNAVAILABLE" in caught.value.detail
     assert fake_cloudtasks.create_calls >= 2
     assert fake_cloudtasks.tasks == {}
