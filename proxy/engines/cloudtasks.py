@@ -129,6 +129,7 @@ class CloudTasksEngine:
         self._targets = queue_targets(settings)
         self._rpc_errors = metrics.cloudtasks_rpc_errors
         self._client: CloudTasksAsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._ready_lock: asyncio.Lock | None = None
         self._ready_checked_at = float("-inf")
         self._ready_problem: tuple[str, float] | None = None
@@ -136,6 +137,7 @@ class CloudTasksEngine:
 
     async def start(self) -> None:
         """Open the gRPC channel (inside the running loop)."""
+        self._loop = asyncio.get_running_loop()
         self._client = make_client(self._settings.cloudtasks)
         self._ready_lock = asyncio.Lock()
 
@@ -294,6 +296,11 @@ class CloudTasksEngine:
         self._started_client()
         assert self._ready_lock is not None
         loop = asyncio.get_running_loop()
+        if self._loop is not None and loop is not self._loop:
+            # The admin listener may run on another loop; the channel belongs to this one.
+            future = asyncio.run_coroutine_threadsafe(self.check_ready(), self._loop)
+            await asyncio.wrap_future(future)
+            return
         if loop.time() - self._ready_checked_at >= READY_CACHE:
             async with self._ready_lock:
                 if loop.time() - self._ready_checked_at >= READY_CACHE:
