@@ -11,7 +11,6 @@ from typing import Any
 
 import grpc
 import httpx
-import pytest
 
 from proxy.config import Settings, load_settings, settings_from_dict
 from tests.support.backend import RecordingBackend, run_backend
