@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+_EPSILON = 1e-9  # float error must not delay a token that is due
+
 
 class TokenBucket:
     """Cloud Tasks rate limit: holds up to ``burst`` tokens, refills at ``rate`` per second,
@@ -31,15 +33,15 @@ class TokenBucket:
     def try_take(self, now: float) -> bool:
         """Take one token if there is one."""
         self._refill(now)
-        if self._tokens >= 1:
-            self._tokens -= 1
+        if self._tokens >= 1 - _EPSILON:
+            self._tokens = max(0.0, self._tokens - 1)
             return True
         return False
 
     def wait_time(self, now: float) -> float:
         """Seconds until one token is available (0 when there is one now)."""
         self._refill(now)
-        return 0.0 if self._tokens >= 1 else (1 - self._tokens) / self.rate
+        return 0.0 if self._tokens >= 1 - _EPSILON else (1 - self._tokens) / self.rate
 
     def set_rate(self, rate: float, now: float) -> None:
         """Change the refill rate from ``now`` on (tokens already earned are kept)."""

@@ -89,7 +89,7 @@ class Dispatcher:
         if wait > 0:
             self._idle = False
             return wait
-        limit = min(free, int(self.bucket.available(mono)), LEASE_BATCH)
+        limit = min(free, max(1, int(self.bucket.available(mono) + 1e-9)), LEASE_BATCH)
         now = self.clock.time()
         lease = await self.store.lease(
             self.queue.name, now, limit, now + self.queue.dispatch_deadline + LEASE_MARGIN

@@ -18,6 +18,7 @@ import asyncio
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,7 @@ _LEASE = (
     " WHERE queue = ? AND visible_at <= ? ORDER BY visible_at LIMIT ?"
 )
 SNIPPET_CHARS = 1024
+FAILURE_MEMORY = 5.0  # seconds a failed durable write keeps readiness down
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,7 +402,16 @@ class Store:
         return self.writer.submit(run)
 
     def probe(self) -> asyncio.Future[None]:
-        """A durable write that proves the store can persist right now; await ``None``."""
+        """A durable write that shows the store can persist; await ``None``. Fails at once
+        for ``FAILURE_MEMORY`` seconds after a durable batch failed: a small write may
+        still fit on a full disk, so the last real failure counts too."""
+        failure = self.writer.last_failure
+        if failure is not None and time.monotonic() - failure[0] < FAILURE_MEMORY:
+            raise EngineUnavailableError(
+                f"The task store failed to write {time.monotonic() - failure[0]:.0f}s ago"
+                f" ({failure[1]}).",
+                retry_after=FAILURE_MEMORY,
+            )
 
         def run(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT OR IGNORE INTO counters (queue) VALUES ('')")

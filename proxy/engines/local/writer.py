@@ -86,6 +86,7 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._sync_now = ""
+        self.last_failure: tuple[float, str] | None = None  # (monotonic time, reason)
         delay = os.environ.get(BENCH_COMMIT_DELAY_ENV, "")
         self._commit_delay = float(delay) / 1000 if delay else 0.0
 
@@ -215,14 +216,18 @@ class Writer:
         except sqlite3.Error as exc:
             self._rollback(conn)
             logger.error("task store batch of %d failed: %s", len(jobs), exc)
+            if durable:
+                self.last_failure = (time.monotonic(), str(exc))
             results = [(job, None, unavailable(exc)) for job in jobs]
         except Exception as exc:
             self._rollback(conn)
             logger.exception("task store batch of %d failed", len(jobs))
             results = [(job, None, exc) for job in jobs]
         else:
-            if durable and self.on_batch is not None:
-                self.on_batch(durable)
+            if durable:
+                self.last_failure = None
+                if self.on_batch is not None:
+                    self.on_batch(durable)
         self._resolve(results)
 
     @staticmethod

@@ -1,0 +1,297 @@
+"""SQLite task store on a real file (proxy/engines/local/store.py, writer.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from proxy.engines.local.clock import ManualClock
+from proxy.engines.local.store import AttemptResult, Store
+from proxy.envelope import Envelope
+from proxy.errors import EngineUnavailableError
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def envelope(n: int, *, queue: str = "q", key: str | None = None, at: float = 1000.0,
+             schedule: float | None = None, body: bytes | None = None) -> Envelope:  # fmt: skip
+    return Envelope(
+        id=key or f"task{n}",
+        queue=queue,
+        method="POST",
+        path=f"/p/{n}",
+        query="a=1",
+        headers=(("content-type", "text/plain"), ("x-n", str(n))),
+        body=body if body is not None else f"body {n}".encode(),
+        received_at=at + n,
+        schedule_time=schedule,
+        idempotency_key=key,
+        request_id=f"r{n}",
+    )
+
+
+class Harness:
+    """A store on a file in tmp_path with a manual clock and recorded batch sizes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.clock = ManualClock(start=2000.0)
+        self.batches: list[int] = []
+        self.store = self.make()
+
+    def make(self) -> Store:
+        return Store(
+            str(self.path), dedup_window=60, clock=self.clock.time, on_batch=self.batches.append
+        )
+
+    def count(self, sql: str = "SELECT COUNT(*) FROM tasks") -> int:
+        with sqlite3.connect(self.path) as conn:
+            return int(conn.execute(sql).fetchone()[0])
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    harness = Harness(tmp_path / "tasks.db")
+    harness.store.open(["q", "other"])
+    yield harness
+    harness.store.close()
+
+
+async def block_writer(store: Store) -> tuple[threading.Event, asyncio.Future[None]]:
+    """Park the writer thread in a job (alone in its batch) until the event is set."""
+    started = threading.Event()
+    release = threading.Event()
+
+    def park(conn: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(10)
+
+    future = store.writer.submit(park)
+    assert await asyncio.to_thread(started.wait, 10)
+    return release, future
+
+
+async def test_enqueue_persists_the_envelope(h: Harness) -> None:
+    """An enqueued task is in the file with its method, path, headers and body."""
+    result = await h.store.enqueue(envelope(1))
+    assert (result.task_id, result.queue, result.duplicate) == ("task1", "q", False)
+    lease = await h.store.lease("q", now=3000, limit=10, lease_until=4000)
+    (task,) = lease.tasks
+    assert task.envelope.body == b"body 1"
+    assert task.envelope.headers == (("content-type", "text/plain"), ("x-n", "1"))
+    assert (task.envelope.method, task.envelope.path, task.envelope.query) == (
+        "POST",
+        "/p/1",
+        "a=1",
+    )
+    assert task.eta == 1001.0
+
+
+async def test_waiting_enqueues_commit_in_one_batch(h: Harness) -> None:
+    """Enqueues that wait while the writer is busy are written in one transaction."""
+    release, blocker = await block_writer(h.store)
+    futures = [h.store.enqueue(envelope(n)) for n in range(50)]
+    await asyncio.sleep(0.05)
+    assert not any(f.done() for f in futures)  # no answer before the commit
+    release.set()
+    await blocker
+    await asyncio.gather(*futures)
+    assert h.batches == [50]
+    assert h.count() == 50
+
+
+async def test_answer_comes_only_after_commit(h: Harness) -> None:
+    """When an enqueue resolves, another connection already sees the row."""
+    await h.store.enqueue(envelope(1))
+    assert h.count() == 1
+
+
+async def test_duplicate_key_within_window_returns_first_task(h: Harness) -> None:
+    """A repeated Idempotency-Key within the window stores nothing new."""
+    first = await h.store.enqueue(envelope(1, key="k1"))
+    again = await h.store.enqueue(envelope(2, key="k1", queue="other"))
+    assert (again.task_id, again.queue, again.duplicate) == (first.task_id, "q", True)
+    assert h.count() == 1
+
+
+async def test_duplicate_keys_in_one_batch(h: Harness) -> None:
+    """Two requests with one key in the same batch store one task."""
+    release, blocker = await block_writer(h.store)
+    futures = [h.store.enqueue(envelope(n, key="same")) for n in range(2)]
+    release.set()
+    await blocker
+    results = await asyncio.gather(*futures)
+    assert [r.duplicate for r in results] == [False, True]
+    assert h.count() == 1
+
+
+async def test_key_is_reusable_after_the_window(h: Harness) -> None:
+    """After dedup_window seconds the same key creates a new task, and pruning forgets it."""
+    await h.store.enqueue(envelope(1, key="k1"))
+    h.clock.advance(61)
+    again = await h.store.enqueue(envelope(2, key="k1"))
+    assert not again.duplicate
+    assert h.count() == 2
+    h.clock.advance(61)
+    assert await h.store.prune_dedup(h.clock.time()) == 1
+
+
+async def test_lease_takes_due_tasks_in_eta_order(h: Harness) -> None:
+    """Due tasks come oldest ETA first; future ones stay; leased ones are not taken twice."""
+    await h.store.enqueue(envelope(1, schedule=1500))
+    await h.store.enqueue(envelope(2))  # eta 1002
+    await h.store.enqueue(envelope(3, schedule=5000))
+    first = await h.store.lease("q", now=2000, limit=10, lease_until=2100)
+    assert [t.envelope.id for t in first.tasks] == ["task2", "task1"]
+    assert first.next_due == 2100  # the leases themselves expire first
+    again = await h.store.lease("q", now=2000, limit=10, lease_until=2100)
+    assert again.tasks == []
+
+
+async def test_expired_lease_is_due_again(h: Harness) -> None:
+    """A task whose lease ran out (its attempt never reported) is leased again."""
+    await h.store.enqueue(envelope(1))
+    await h.store.lease("q", now=2000, limit=1, lease_until=2100)
+    assert (await h.store.lease("q", now=2099, limit=1, lease_until=2200)).tasks == []
+    assert len((await h.store.lease("q", now=2100, limit=1, lease_until=2200)).tasks) == 1
+
+
+async def test_restart_releases_leases_of_the_previous_process(h: Harness) -> None:
+    """Reopening the file makes tasks leased by the earlier process due at once."""
+    for n in range(5):
+        await h.store.enqueue(envelope(n))
+    leased = await h.store.lease("q", now=2000, limit=3, lease_until=99999)
+    assert len(leased.tasks) == 3
+    h.store.close()
+    h.store = h.make()
+    counts, released = h.store.open(["q"])
+    assert released == 3
+    assert counts["q"].tasks == 5
+    again = await h.store.lease("q", now=2000, limit=10, lease_until=2100)
+    assert len(again.tasks) == 5
+
+
+async def test_complete_deletes_and_counts(h: Harness) -> None:
+    """A completed task leaves the file and the queue counters."""
+    await h.store.enqueue(envelope(1))
+    await h.store.enqueue(envelope(2))
+    (task, _) = (await h.store.lease("q", now=2000, limit=2, lease_until=2100)).tasks
+    await h.store.complete(task)
+    assert h.count() == 1
+    assert h.store.counts()["q"].tasks == 1
+    assert h.store.counts()["q"].bytes == len(b"body 2")
+
+
+async def test_retry_records_the_attempt_and_next_eta(h: Harness) -> None:
+    """A failed attempt bumps the counts, keeps the status and sets the next ETA."""
+    await h.store.enqueue(envelope(1))
+    (task,) = (await h.store.lease("q", now=2000, limit=1, lease_until=2100)).tasks
+    await h.store.retry(task, AttemptResult(2000, 500, False, "boom"), eta=2010)
+    assert (await h.store.lease("q", now=2009, limit=1, lease_until=2100)).tasks == []
+    (again,) = (await h.store.lease("q", now=2010, limit=1, lease_until=2100)).tasks
+    assert (again.attempts, again.responses, again.last_status, again.eta) == (1, 0, 500, 2010)
+    assert again.first_attempt_at == 2000
+
+
+async def test_dead_letter_keeps_status_and_snippet(h: Harness) -> None:
+    """A task out of attempts moves to the dead-letter table with its last answer."""
+    await h.store.enqueue(envelope(1))
+    (task,) = (await h.store.lease("q", now=2000, limit=1, lease_until=2100)).tasks
+    await h.store.dead_letter(task, AttemptResult(2000, 404, True, "no such thing"), now=2001)
+    assert h.count() == 0
+    (dead,) = h.store.dead_letters("q")
+    assert (dead.id, dead.last_status, dead.last_error, dead.attempts) == (
+        "task1",
+        404,
+        "no such thing",
+        1,
+    )
+    assert h.store.counts()["q"].dead == 1
+    assert h.count("SELECT COUNT(*) FROM dead_letters WHERE CAST(body AS TEXT) = 'body 1'") == 1
+
+
+async def test_oldest_task_age_source(h: Harness) -> None:
+    """The oldest task's arrival time is read from the index; None when empty."""
+    assert h.store.oldest_received_at("q") is None
+    await h.store.enqueue(envelope(5))
+    await h.store.enqueue(envelope(1))
+    assert h.store.oldest_received_at("q") == 1005.0
+
+
+async def run_on_writer(store: Store, fn: Callable[[sqlite3.Connection], object]) -> None:
+    await store.writer.submit(lambda conn: fn(conn) and None)
+
+
+async def test_disk_full_fails_the_batch_and_stores_nothing(h: Harness) -> None:
+    """SQLITE_FULL turns into EngineUnavailableError for every enqueue of the batch."""
+    await h.store.enqueue(envelope(0))
+    await run_on_writer(
+        h.store,
+        lambda c: c.execute(
+            f"PRAGMA max_page_count={c.execute('PRAGMA page_count').fetchone()[0]}"
+        ),
+    )
+    release, blocker = await block_writer(h.store)
+    futures = [h.store.enqueue(envelope(n, body=b"x" * 20000)) for n in range(1, 4)]
+    release.set()
+    await blocker
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert all(isinstance(r, EngineUnavailableError) for r in results)
+    assert "full" in str(results[0])
+    assert h.count() == 1
+    assert h.store.counts()["q"].tasks == 1
+    with pytest.raises(EngineUnavailableError):
+        await h.store.probe()
+    await run_on_writer(h.store, lambda c: c.execute("PRAGMA max_page_count=1073741823"))
+    await h.store.enqueue(envelope(9, body=b"x" * 20000))
+    assert h.count() == 2
+
+
+async def test_read_only_store_is_unavailable(h: Harness) -> None:
+    """A store that cannot write fails the readiness probe and enqueues."""
+    await run_on_writer(h.store, lambda c: c.execute("PRAGMA query_only=1"))
+    with pytest.raises(EngineUnavailableError):
+        await h.store.probe()
+    with pytest.raises(EngineUnavailableError):
+        await h.store.enqueue(envelope(1))
+    assert h.count() == 0
+
+
+async def test_locked_database_is_unavailable(h: Harness) -> None:
+    """Another process holding the write lock makes enqueues fail, not hang."""
+    h.store.writer.busy_timeout = 0.2
+    other = sqlite3.connect(h.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(EngineUnavailableError, match="locked"):
+            await asyncio.wait_for(h.store.enqueue(envelope(1)), timeout=10)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert (await h.store.enqueue(envelope(2))).task_id == "task2"
+
+
+async def test_missing_directory_cannot_open(tmp_path: Path) -> None:
+    """A database path in a directory that does not exist fails at open."""
+    store = Store(str(tmp_path / "nope" / "x.db"), clock=lambda: 0.0)
+    with pytest.raises(EngineUnavailableError, match="Cannot open"):
+        store.open(["q"])
+
+
+async def test_closed_store_refuses_work(h: Harness) -> None:
+    """After close, an enqueue is refused at once."""
+    h.store.close()
+    with pytest.raises(EngineUnavailableError, match="closed"):
+        h.store.enqueue(envelope(1))
+    h.store = h.make()
+    h.store.open(["q"])

@@ -1,0 +1,63 @@
+"""The Cloud Tasks retry schedule (proxy/engines/retry.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.config import RetrySettings
+from proxy.engines.retry import backoff_delay, should_retry
+
+
+def test_worked_example_from_the_docs() -> None:
+    """min 10 s, max 300 s, 3 doublings gives 10, 20, 40, 80, 160, 240, 300, 300."""
+    retry = RetrySettings(min_backoff=10, max_backoff=300, max_doublings=3)
+    assert [backoff_delay(retry, k) for k in range(8)] == [10, 20, 40, 80, 160, 240, 300, 300]
+
+
+def test_defaults_double_from_100ms_to_the_one_hour_cap() -> None:
+    """With the defaults the delay is 0.1 s * 2**k until it is capped at 3600 s (k = 16)."""
+    retry = RetrySettings()
+    assert backoff_delay(retry, 0) == pytest.approx(0.1)
+    assert backoff_delay(retry, 15) == pytest.approx(3276.8)
+    assert backoff_delay(retry, 16) == 3600
+    assert backoff_delay(retry, 40) == 3600
+
+
+def test_zero_doublings_grow_linearly() -> None:
+    """max_doublings 0 means the interval grows by min_backoff per retry."""
+    retry = RetrySettings(min_backoff=2, max_backoff=100, max_doublings=0)
+    assert [backoff_delay(retry, k) for k in range(4)] == [2, 4, 6, 8]
+
+
+def test_negative_retry_index_is_refused() -> None:
+    """A negative retry index is a programming error."""
+    with pytest.raises(ValueError, match="retry_index"):
+        backoff_delay(RetrySettings(), -1)
+
+
+def test_max_attempts_counts_the_first_attempt() -> None:
+    """max_attempts 3 allows two retries: a retry after attempts 1 and 2, none after 3."""
+    retry = RetrySettings(max_attempts=3)
+    assert should_retry(retry, attempts=2, first_attempt_at=0, now=1e6)
+    assert not should_retry(retry, attempts=3, first_attempt_at=0, now=0)
+
+
+def test_retry_duration_alone_stops_retries() -> None:
+    """With unlimited attempts, retries stop once max_retry_duration has passed."""
+    retry = RetrySettings(max_attempts=-1, max_retry_duration=60)
+    assert should_retry(retry, attempts=1000, first_attempt_at=100, now=159)
+    assert not should_retry(retry, attempts=2, first_attempt_at=100, now=160)
+
+
+def test_both_limits_must_be_reached() -> None:
+    """With both limits set, retries go on until attempts *and* duration are used up."""
+    retry = RetrySettings(max_attempts=3, max_retry_duration=60)
+    assert should_retry(retry, attempts=5, first_attempt_at=0, now=30)
+    assert should_retry(retry, attempts=2, first_attempt_at=0, now=120)
+    assert not should_retry(retry, attempts=3, first_attempt_at=0, now=60)
+
+
+def test_no_limits_retry_forever() -> None:
+    """max_attempts -1 and no retry duration never stop retrying."""
+    retry = RetrySettings(max_attempts=-1, max_retry_duration=0)
+    assert should_retry(retry, attempts=10_000, first_attempt_at=0, now=1e9)
