@@ -94,7 +94,7 @@ async def _read(response: httpx.Response, now: float) -> Outcome:
     kind = f"{status // 100}xx" if 100 <= status < 600 else "error"
     if 200 <= status < 300:
         read = 0
-        async for chunk in response.aiter_raw():
+        async for chunk in response.aiter_bytes():
             read += len(chunk)
             if read > MAX_SUCCESS_BODY:
                 break
