@@ -140,16 +140,19 @@ class ServerSettings:
     log_format: Literal["auto", "json", "text"] = "auto"
     access_log: bool = True
     shutdown_grace: float = 25.0
+    header_timeout: float = 10.0
     admin_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, kw_only=True)
 class LimitsSettings:
-    """Per-request limits: body bytes (default 100 KiB, the CreateTask task size) and the
-    total size of forwarded headers (Cloud Tasks caps headers below 80 KB)."""
+    """Per-request limits: body bytes (default 100 KiB, the CreateTask task size), the
+    total size of forwarded headers (Cloud Tasks caps headers below 80 KB), and seconds a
+    client may take to send its whole body (a slow-drip body then gets 408)."""
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    body_timeout: float = 30.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -240,6 +243,10 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("limits.max_body_bytes", "must be between 1 and 33554432")
     if not 1024 <= limits.max_header_bytes <= 80 * 1000:
         raise ConfigError("limits.max_header_bytes", "must be between 1024 and 80000")
+    if not 0.1 <= limits.body_timeout <= 3600:
+        raise ConfigError("limits.body_timeout", "must be between 0.1s and 1h")
+    if not 0.1 <= settings.server.header_timeout <= 3600:
+        raise ConfigError("server.header_timeout", "must be between 0.1s and 1h")
     if settings.local.synchronous not in ("FULL", "NORMAL", "EXTRA"):
         raise ConfigError("local.synchronous", "must be FULL, NORMAL or EXTRA")
     if settings.engine == "cloudtasks":
@@ -494,6 +501,8 @@ _DURATION_KEYS = {
     "dedup_window",
     "enqueue_deadline",
     "shutdown_grace",
+    "header_timeout",
+    "body_timeout",
 }
 
 

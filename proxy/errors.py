@@ -9,6 +9,7 @@
     │   ├── UnauthorizedError       401
     │   ├── NotFoundError           404
     │   ├── MethodNotAllowedError   405
+    │   ├── RequestTimeoutError     408
     │   ├── BodyTooLargeError       413
     │   ├── UriTooLongError         414
     │   └── HeadersTooLargeError    431
@@ -86,6 +87,13 @@ class MethodNotAllowedError(RequestError):
 
     code = "method_not_allowed"
     status = 405
+
+
+class RequestTimeoutError(RequestError):
+    """408: the body did not arrive within the time limit."""
+
+    code = "request_timeout"
+    status = 408
 
 
 class BodyTooLargeError(RequestError):

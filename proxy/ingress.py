@@ -6,6 +6,7 @@ ingest throughput, so the hot path does only what it must.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -25,6 +26,7 @@ from proxy.errors import (
     HeadersTooLargeError,
     MethodNotAllowedError,
     ProxyError,
+    RequestTimeoutError,
     UnauthorizedError,
     UriTooLongError,
 )
@@ -75,6 +77,7 @@ class Ingress:
         self.metrics = metrics
         self.max_body = settings.limits.max_body_bytes
         self.max_headers = settings.limits.max_header_bytes
+        self.body_timeout = settings.limits.body_timeout
         self.routes = [
             _Route(
                 route,
@@ -161,7 +164,13 @@ class Ingress:
         forwarded = self._headers(scope, route, raw_headers, request_id, drop)
         if content_length is not None and content_length > self.max_body:
             raise BodyTooLargeError(_too_large(self.max_body))
-        body = await self._read_body(receive)
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                body = await self._read_body(receive)
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"The request body did not arrive within {self.body_timeout:g} seconds."
+            ) from None
         if body and method not in BODY_METHODS:
             raise BadRequestError(
                 f"A {method} request cannot carry a body; only POST, PUT and PATCH can.",

@@ -12,11 +12,13 @@ import contextlib
 import logging
 import signal
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
 from proxy.app import create_admin_app, create_app
 from proxy.config import Settings
+from proxy.protocol import guarded_protocol
 from proxy.runtime import Runtime
 
 logger = logging.getLogger("ingest_proxy")
@@ -30,36 +32,46 @@ class _Server(uvicorn.Server):
         yield
 
 
+def ingress_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn options of the ingress listener (also used by the tests' servers)."""
+    server = settings.server
+    return {
+        "lifespan": "on",
+        "log_level": server.log_level,
+        "proxy_headers": True,
+        "forwarded_allow_ips": server.trusted_proxies,
+        "server_header": False,
+        "timeout_graceful_shutdown": int(server.shutdown_grace),
+        "access_log": False,  # the ingress writes its own request log, without query strings
+        "log_config": None,
+        "http": guarded_protocol(server.header_timeout),
+    }
+
+
+def admin_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn options of the admin listener."""
+    return {
+        "lifespan": "off",
+        "log_level": settings.server.log_level,
+        "server_header": False,
+        "access_log": False,
+        "log_config": None,
+    }
+
+
 def build_servers(settings: Settings) -> tuple[_Server, _Server, Runtime]:
     """The ingress and admin uvicorn servers for ``settings`` (not yet started)."""
     app = create_app(settings)
     runtime: Runtime = app.state.runtime
-    admin = create_admin_app(app)
     server = settings.server
-    ingress_config = uvicorn.Config(
-        app,
-        host=server.host,
-        port=server.port,
-        lifespan="on",
-        log_level=server.log_level,
-        proxy_headers=True,
-        forwarded_allow_ips=server.trusted_proxies,
-        server_header=False,
-        timeout_graceful_shutdown=int(server.shutdown_grace),
-        access_log=False,  # the ingress writes its own request log, without query strings
-        log_config=None,
-    )
-    admin_config = uvicorn.Config(
-        admin,
+    ingress = uvicorn.Config(app, host=server.host, port=server.port, **ingress_options(settings))
+    admin = uvicorn.Config(
+        create_admin_app(app),
         host=server.admin_host,
         port=server.admin_port,
-        lifespan="off",
-        log_level=server.log_level,
-        server_header=False,
-        access_log=False,
-        log_config=None,
+        **admin_options(settings),
     )
-    return _Server(ingress_config), _Server(admin_config), runtime
+    return _Server(ingress), _Server(admin), runtime
 
 
 async def serve(settings: Settings) -> int:

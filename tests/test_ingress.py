@@ -10,16 +10,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from uvicorn.config import LOGGING_CONFIG
 
 from proxy.app import create_app
 from proxy.auth import hash_key
 from proxy.config import settings_from_dict
 from proxy.errors import BacklogFullError, EngineUnavailableError
+from proxy.server import ingress_options
 from tests.support.engines import RecordingEngine
 from tests.support.servers import serve_in_thread, wait_for
 
@@ -42,8 +45,10 @@ def _settings(**extra: Any) -> Any:
 @contextlib.contextmanager
 def _proxy(**extra: Any) -> Iterator[tuple[str, RecordingEngine]]:
     engine = RecordingEngine()
-    app = create_app(_settings(**extra), engine=engine)
-    with serve_in_thread(app) as url:
+    settings = _settings(**extra)
+    app = create_app(settings, engine=engine)
+    options = ingress_options(settings) | {"log_config": LOGGING_CONFIG, "log_level": "warning"}
+    with serve_in_thread(app, **options) as url:
         yield url, engine
 
 
@@ -338,3 +343,51 @@ def test_request_log_line_has_ids_and_no_query(caplog: pytest.LogCaptureFixture)
     assert (fields["queue"], fields["status"], fields["path"]) == ("default", 202, "/p")
     assert fields["latency_ms"] >= 0
     assert "s3cret" not in str(fields)
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
+def test_slow_headers_get_408_and_the_connection_is_freed() -> None:
+    """A client trickling its headers (slowloris) gets 408 after header_timeout; the server
+    keeps serving others."""
+    with _proxy(server={"header_timeout": 0.5}) as (url, engine):
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")
+            answer = _read_until_closed(sock)
+        assert answer.startswith(b"HTTP/1.1 408")
+        assert b"request_timeout" in answer
+        assert httpx.get(url).status_code == 202
+    assert [e.method for e in engine.envelopes] == ["GET"]
+
+
+def test_slow_body_gets_408_and_nothing_is_stored() -> None:
+    """A body that does not arrive within body_timeout gets a 408 JSON error."""
+    with _proxy(limits={"body_timeout": 0.5, "max_body_bytes": 1024}) as (url, engine):
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+            answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408")
+        assert b"request_timeout" in answer
+    assert engine.envelopes == []
+
+
+def test_idle_keep_alive_connection_still_serves_requests() -> None:
+    """The header deadline counts from each request's first byte, not from the connection:
+    a keep-alive connection idle for longer than header_timeout still serves requests."""
+    with _proxy(server={"header_timeout": 0.5}) as (url, engine):
+        port = int(url.rsplit(":", 1)[1])
+        request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(request)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 202")
+            time.sleep(1.0)  # idle past header_timeout, well within uvicorn's 5 s keep-alive
+            sock.sendall(request)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 202")
+    assert len(engine.envelopes) == 2

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 
 from proxy.app import create_admin_app, create_app
 from proxy.config import Settings
+from proxy.server import admin_options, ingress_options
 
 START_TIMEOUT = 30.0
 
@@ -32,12 +34,17 @@ class _ThreadServer(uvicorn.Server):
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: Any, port: int | None = None, *, lifespan: str = "on") -> Iterator[str]:
-    """Run ``app`` under uvicorn on 127.0.0.1; yield its base URL; stop it on exit."""
+def serve_in_thread(
+    app: Any, port: int | None = None, *, lifespan: str = "on", **options: Any
+) -> Iterator[str]:
+    """Run ``app`` under uvicorn on 127.0.0.1; yield its base URL; stop it on exit.
+
+    ``options`` are more uvicorn.Config arguments (the proxy's own, see run_proxy).
+    """
     port = port or free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan=lifespan, log_level="warning", access_log=False
-    )
+    settings: dict[str, Any] = {"lifespan": lifespan, "log_level": "warning", "access_log": False}
+    settings.update(options)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, **settings)
     server = _ThreadServer(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -66,13 +73,15 @@ class RunningProxy:
 
 @contextlib.contextmanager
 def run_proxy(settings: Settings) -> Iterator[RunningProxy]:
-    """Start the proxy for ``settings`` (ingress and admin listeners) on free ports."""
+    """Start the proxy for ``settings`` (ingress and admin listeners) on free ports, with the
+    same uvicorn options as ``ingest-proxy serve``."""
     app = create_app(settings)
+    quiet = {"log_config": LOGGING_CONFIG, "log_level": "warning"}
     with (
-        serve_in_thread(app) as url,
-        serve_in_thread(create_admin_app(app), lifespan="off") as admin,
+        serve_in_thread(app, **(ingress_options(settings) | quiet)) as url,
+        serve_in_thread(create_admin_app(app), **(admin_options(settings) | quiet)) as admin_url,
     ):
-        yield RunningProxy(url=url, admin_url=admin, app=app)
+        yield RunningProxy(url=url, admin_url=admin_url, app=app)
 
 
 def wait_for(predicate: Any, timeout: float, interval: float = 0.02, message: str = "") -> None:
