@@ -39,6 +39,16 @@ def _parser() -> argparse.ArgumentParser:
         "when not given, so it stays out of shell history.",
     )
     hash_key.add_argument("key", nargs="?", help="the API key (default: read from stdin)")
+    demo = commands.add_parser(
+        "demo",
+        help="watch a spike being smoothed (embedded engine, slow demo backend)",
+        description="Start a slow demo backend and the proxy on loopback, fire a spike, and "
+        "show accepted vs delivered per second. Stops by itself.",
+    )
+    demo.add_argument("--requests", type=int, default=300, help="size of the spike (300)")
+    demo.add_argument("--rate", type=float, default=20.0, help="delivery rate per second (20)")
+    demo.add_argument("--concurrency", type=int, default=4, help="deliveries in flight (4)")
+    demo.add_argument("--delay", type=float, default=0.1, help="backend seconds per request")
     return parser
 
 
@@ -93,6 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_CONFIG
         print(hash_key(key))
         return 0
+    if args.command == "demo":
+        from proxy import demo
+
+        if not (1 <= args.requests <= 100_000 and 0 < args.rate <= 500 and args.concurrency >= 1):
+            print("ingest-proxy: demo needs 1-100000 requests, a rate in (0, 500]", file=sys.stderr)
+            return EXIT_CONFIG
+        return demo.main(args.requests, args.rate, args.concurrency, args.delay)
     try:
         settings = settings_from_args(args)
     except ConfigError as exc:
