@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sqlite3
 import time
@@ -90,7 +91,7 @@ def test_backend_errors_then_recovery(tmp_path: Path, backend: RecordingBackend)
         assert metric(proxy, "ingest_proxy_queue_depth") == 0
     for body, attempts in by_body(backend.received).items():
         assert len(attempts) >= 2, body
-        for k, (before, after) in enumerate(zip(attempts, attempts[1:], strict=False)):
+        for k, (before, after) in enumerate(itertools.pairwise(attempts)):
             assert after.at - before.at >= 0.2 * 2**k - 0.01, (body, k)
             assert after.header("x-cloudtasks-taskretrycount") == str(k + 1)
             assert after.header("x-cloudtasks-taskpreviousresponse") == "500"
