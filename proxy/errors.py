@@ -12,7 +12,9 @@
     │   ├── RequestTimeoutError     408
     │   ├── BodyTooLargeError       413
     │   ├── UriTooLongError         414
-    │   └── HeadersTooLargeError    431
+    │   ├── HeadersTooLargeError    431
+    │   └── ForbiddenError          403
+    ├── NotSupportedError           501: the engine cannot do this (e.g. Cloud Tasks DLQ)
     └── EngineError                 the engine could not take the task
         ├── EngineUnavailableError  503 + Retry-After: nothing was persisted
         ├── BacklogFullError        429 + Retry-After: the queue is at its bound
@@ -115,6 +117,20 @@ class HeadersTooLargeError(RequestError):
 
     code = "headers_too_large"
     status = 431
+
+
+class ForbiddenError(RequestError):
+    """403: the operation is switched off by configuration."""
+
+    code = "forbidden"
+    status = 403
+
+
+class NotSupportedError(ProxyError):
+    """501: the engine cannot offer this operation; the detail says why."""
+
+    code = "not_supported"
+    status = 501
 
 
 class EngineError(ProxyError):
