@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from proxy import __version__
 from proxy.auth import hash_key
+from proxy.cli_admin import add_admin_commands, run_admin_command
 from proxy.config import Settings, load_settings
 from proxy.errors import ConfigError
 from proxy.logs import configure_logging
@@ -39,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         "when not given, so it stays out of shell history.",
     )
     hash_key.add_argument("key", nargs="?", help="the API key (default: read from stdin)")
+    add_admin_commands(commands)
     demo = commands.add_parser(
         "demo",
         help="watch a spike being smoothed (embedded engine, slow demo backend)",
@@ -93,6 +95,33 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, env=os.environ, flags=flags)
 
 
+def _apply_queues(args: argparse.Namespace) -> int:
+    from proxy.engines.cloudtasks_queues import apply_queues
+    from proxy.errors import ProxyError
+
+    flags = {
+        "engine": "cloudtasks",
+        "project": args.project,
+        "location": args.location,
+        "emulator_host": args.emulator_host,
+    }
+    try:
+        settings = load_settings(args.config, env=os.environ, flags=flags)
+    except ConfigError as exc:
+        print(f"ingest-proxy: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        changes = asyncio.run(apply_queues(settings, dry_run=args.dry_run))
+    except (ProxyError, ConfigError) as exc:
+        print(f"ingest-proxy: {exc}", file=sys.stderr)
+        return 1
+    for change in changes:
+        print(change.describe())
+    if args.dry_run:
+        print("dry run: nothing was changed")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for a configuration error)."""
     args = _parser().parse_args(argv)
@@ -103,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_CONFIG
         print(hash_key(key))
         return 0
+    if args.command in ("queues", "tasks", "dlq") and args.verb != "apply":
+        return run_admin_command(args)
+    if args.command == "queues":
+        return _apply_queues(args)
     if args.command == "demo":
         from proxy import demo
 
