@@ -29,7 +29,7 @@ def spike(
     url: str,
     bodies: Sequence[bytes],
     *,
-    connections: int = 32,
+    connections: int = 8,
     headers: dict[str, str] | None = None,
     timeout: float = 30.0,
 ) -> list[httpx.Response | Exception]:
