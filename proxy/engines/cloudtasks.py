@@ -1,8 +1,9 @@
 """Cloud Tasks engine: every Envelope becomes one named HTTP task (``CreateTask``) before
 the client gets its 202; Cloud Tasks itself then delivers it.
 
-Errors of grpc, google-api-core and google-auth are translated into the proxy's error
-tree here and nowhere else:
+Errors of grpc and google-api-core are translated into the proxy's error tree here and
+nowhere else (the channels, and google-auth's "no credentials", live in
+``cloudtasks_channel``):
 
 - ``ALREADY_EXISTS`` on a retry of our own call is success (the earlier attempt got
   through); on the first attempt of a task with an Idempotency-Key it is a duplicate.
@@ -24,17 +25,24 @@ from typing import Any
 
 import grpc
 from google.api_core import exceptions as core_exceptions
-from google.auth import exceptions as auth_exceptions
-from google.cloud.tasks_v2 import CloudTasksAsyncClient, CreateTaskRequest, Queue
-from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
+from google.cloud.tasks_v2 import CloudTasksAsyncClient, Queue
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity.wait import wait_random_exponential
 
-from proxy.config import CloudTasksSettings, Settings
-from proxy.engines.cloudtasks_request import QueueTarget, create_task_request, queue_targets
+from proxy.config import Settings
+from proxy.engines.cloudtasks_channel import make_client, make_create_task_channel
+from proxy.engines.cloudtasks_request import (
+    CREATE_TASK_METHOD,
+    QueueTarget,
+    create_task_message,
+    queue_targets,
+    serialize,
+)
 from proxy.envelope import EnqueueResult, Envelope
-from proxy.errors import ConfigError, EngineUnavailableError, ProxyError, TaskRejectedError
+from proxy.errors import EngineUnavailableError, ProxyError, TaskRejectedError
 from proxy.metrics import Metrics
+
+__all__ = ["CloudTasksEngine", "make_client"]
 
 logger = logging.getLogger("ingest_proxy.cloudtasks")
 
@@ -56,23 +64,16 @@ _LOG_EVERY = 10.0  # seconds between two warnings about the same failure
 _WAIT = wait_random_exponential(multiplier=0.05, max=0.5)
 _ENQUEUER = "Cloud Tasks Enqueuer (roles/cloudtasks.enqueuer)"
 _SA_USER = "Service Account User (roles/iam.serviceAccountUser)"
-_RECONNECT_OPTIONS: list[tuple[str, Any]] = [
-    # The default reconnect backoff grows to 120 s; a proxy must notice recovery quickly.
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-]
-_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.max_send_message_length", -1),
-    ("grpc.max_receive_message_length", -1),
-    *_RECONNECT_OPTIONS,
-]
+# A typed alias of an untyped google-api-core helper.
+_from_grpc_error: Callable[[grpc.RpcError], core_exceptions.GoogleAPICallError] = (
+    core_exceptions.from_grpc_error
+)
 
 
 class _TransientError(Exception):
     """A failure worth another attempt; carries the library error it came from."""
 
-    def __init__(self, error: core_exceptions.GoogleAPICallError | Exception) -> None:
+    def __init__(self, error: core_exceptions.GoogleAPICallError) -> None:
         super().__init__(str(error))
         self.error = error
 
@@ -86,39 +87,14 @@ class _Attempts:
         self.count = 0
 
 
-def make_client(settings: CloudTasksSettings) -> CloudTasksAsyncClient:
-    """A client on an insecure channel to ``emulator_host`` when set (no credentials),
-    else on Google's endpoint with Application Default Credentials.
-
-    Must run inside the event loop that will use the client.
-    """
-    if settings.emulator_host:
-        channel = grpc.aio.insecure_channel(settings.emulator_host, options=_CHANNEL_OPTIONS)
-        return CloudTasksAsyncClient(transport=CloudTasksGrpcAsyncIOTransport(channel=channel))
-
-    def secure_channel(host: str, **kwargs: Any) -> grpc.aio.Channel:
-        kwargs["options"] = [*kwargs.get("options", []), *_RECONNECT_OPTIONS]
-        channel: grpc.aio.Channel = CloudTasksGrpcAsyncIOTransport.create_channel(host, **kwargs)
-        return channel
-
-    try:
-        transport = CloudTasksGrpcAsyncIOTransport(channel=secure_channel)
-    except auth_exceptions.DefaultCredentialsError as exc:
-        raise ConfigError(
-            "cloudtasks",
-            f"no Google credentials found ({exc}); run with a service account on Google "
-            "Cloud, set GOOGLE_APPLICATION_CREDENTIALS, or set CLOUD_TASKS_EMULATOR_HOST "
-            "to use the emulator",
-        ) from None
-    return CloudTasksAsyncClient(transport=transport)
-
-
 class CloudTasksEngine:
     """Persist each Envelope as a Cloud Tasks HTTP task; Cloud Tasks delivers it.
 
-    One :class:`CloudTasksAsyncClient` per engine, opened in :meth:`start` and closed in
-    :meth:`aclose`. Each task is named ``<queue path>/tasks/<envelope.id>``, so a retried
-    CreateTask can never store the request twice.
+    One :class:`CloudTasksAsyncClient` per engine (readiness probes), opened in
+    :meth:`start` and closed in :meth:`aclose`, and beside it a bare channel for CreateTask
+    (see :func:`make_create_task_channel`). Each task is named
+    ``<queue path>/tasks/<envelope.id>``, so a retried CreateTask never stores a request
+    twice.
     """
 
     name = "cloudtasks"
@@ -129,6 +105,8 @@ class CloudTasksEngine:
         self._targets = queue_targets(settings)
         self._rpc_errors = metrics.cloudtasks_rpc_errors
         self._client: CloudTasksAsyncClient | None = None
+        self._channel: grpc.aio.Channel | None = None
+        self._create_task: grpc.aio.UnaryUnaryMultiCallable[Any, bytes] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready_lock: asyncio.Lock | None = None
         self._ready_checked_at = float("-inf")
@@ -136,9 +114,14 @@ class CloudTasksEngine:
         self._logged_at: dict[str, float] = {}
 
     async def start(self) -> None:
-        """Open the gRPC channel (inside the running loop)."""
+        """Open the gRPC channels (inside the running loop)."""
         self._loop = asyncio.get_running_loop()
-        self._client = make_client(self._settings.cloudtasks)
+        settings = self._settings.cloudtasks
+        self._client = make_client(settings)
+        self._channel = make_create_task_channel(settings, self._client.transport.host)
+        self._create_task = self._channel.unary_unary(
+            CREATE_TASK_METHOD, request_serializer=serialize, response_deserializer=None
+        )
         self._ready_lock = asyncio.Lock()
 
     @property
@@ -151,8 +134,11 @@ class CloudTasksEngine:
         return host
 
     async def aclose(self) -> None:
-        """Close the channel; calls in flight are cancelled."""
+        """Close the channels; calls in flight are cancelled."""
         client, self._client = self._client, None
+        channel, self._channel, self._create_task = self._channel, None, None
+        if channel is not None:
+            await channel.close()
         if client is not None:
             close: Callable[[], Awaitable[None]] = client.transport.close
             await close()
@@ -164,11 +150,26 @@ class CloudTasksEngine:
         attempt bounded by what is left of it. Raises :class:`EngineUnavailableError` or
         :class:`TaskRejectedError`; nothing is stored when it raises.
         """
-        client = self._started_client()
+        create_task = self._create_task
+        if create_task is None:
+            raise EngineUnavailableError("The Cloud Tasks engine is not running.", retry_after=1)
         target = self._targets[envelope.queue]
-        request = create_task_request(target, envelope)
+        request = create_task_message(target, envelope)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._budget
+        attempts = _Attempts()
+        try:
+            # The first attempt runs outside tenacity: it is the common case, and setting
+            # up a retry loop costs more than the proxy's own per-request work.
+            return await self._create(create_task, request, envelope, target, deadline, attempts)
+        except _TransientError as exc:
+            failed = [exc]
+
+        async def retry() -> EnqueueResult:
+            if failed:  # replay the first failure so tenacity waits before attempt two
+                raise failed.pop()
+            return await self._create(create_task, request, envelope, target, deadline, attempts)
+
         retrying = AsyncRetrying(
             stop=_stop_at(loop, deadline),
             wait=_WAIT,
@@ -176,17 +177,15 @@ class CloudTasksEngine:
             reraise=True,
         )
         try:
-            result: EnqueueResult = await retrying(
-                self._create, client, request, envelope, target, deadline, _Attempts()
-            )
+            result: EnqueueResult = await retrying(retry)
         except _TransientError as exc:
             raise self._gave_up(exc.error, target) from None
         return result
 
     async def _create(
         self,
-        client: CloudTasksAsyncClient,
-        request: CreateTaskRequest,
+        create_task: grpc.aio.UnaryUnaryMultiCallable[Any, bytes],
+        request: Any,
         envelope: Envelope,
         target: QueueTarget,
         deadline: float,
@@ -195,40 +194,35 @@ class CloudTasksEngine:
         attempts.count += 1
         timeout = max(deadline - asyncio.get_running_loop().time(), MIN_ATTEMPT)
         try:
-            await client.create_task(request=request, timeout=timeout, retry=None)
-        except core_exceptions.AlreadyExists:
-            if attempts.count > 1:
-                # An earlier attempt of ours stored it; its answer was lost on the way.
-                return EnqueueResult(envelope.id, envelope.queue)
-            if envelope.idempotency_key is not None:
-                return EnqueueResult(envelope.id, envelope.queue, duplicate=True)
-            # A random id collided with a recent task: nothing of this request is stored,
-            # and the client's retry gets a fresh id.
-            raise EngineUnavailableError(
-                "Cloud Tasks already holds a task with this generated id; retry the request.",
-                retry_after=1,
-            ) from None
-        except core_exceptions.GoogleAPICallError as exc:
+            await create_task(request, timeout=timeout, metadata=target.metadata)
+        except grpc.RpcError as rpc_error:
+            exc = _from_grpc_error(rpc_error)
+            if isinstance(exc, core_exceptions.AlreadyExists):
+                return self._already_exists(envelope, attempts)
             self._count("CreateTask", exc)
             if _grpc_code(exc) in TRANSIENT:
-                raise _TransientError(exc) from exc
+                raise _TransientError(exc) from None
             raise self._translate(exc, target) from None
-        except auth_exceptions.TransportError as exc:
-            # The token endpoint (metadata server) did not answer: worth another try.
-            self._rpc_errors.labels("CreateTask", "AUTH_TRANSPORT").inc()
-            raise _TransientError(exc) from exc
-        except auth_exceptions.RefreshError as exc:
-            self._rpc_errors.labels("CreateTask", "AUTH_REFRESH").inc()
-            self._log("refresh", "cannot get an access token: %s", exc)
-            raise EngineUnavailableError(
-                "The proxy cannot get Google credentials to call Cloud Tasks; "
-                f"its identity needs the {_ENQUEUER} role.",
-                retry_after=RETRY_AFTER_SETUP,
-            ) from None
         return EnqueueResult(envelope.id, envelope.queue)
 
-    def _gave_up(self, error: Exception, target: QueueTarget) -> ProxyError:
-        code = _grpc_code(error) if isinstance(error, core_exceptions.GoogleAPICallError) else None
+    @staticmethod
+    def _already_exists(envelope: Envelope, attempts: _Attempts) -> EnqueueResult:
+        if attempts.count > 1:
+            # An earlier attempt of ours stored it; its answer was lost on the way.
+            return EnqueueResult(envelope.id, envelope.queue)
+        if envelope.idempotency_key is not None:
+            return EnqueueResult(envelope.id, envelope.queue, duplicate=True)
+        # A random id collided with a recent task: nothing of this request is stored, and
+        # the client's retry gets a fresh id.
+        raise EngineUnavailableError(
+            "Cloud Tasks already holds a task with this generated id; retry the request.",
+            retry_after=1,
+        )
+
+    def _gave_up(
+        self, error: core_exceptions.GoogleAPICallError, target: QueueTarget
+    ) -> ProxyError:
+        code = _grpc_code(error)
         name = code.name if code is not None else type(error).__name__
         self._log(
             f"transient:{name}",

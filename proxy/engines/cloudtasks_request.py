@@ -6,15 +6,22 @@ accepted request, and the raw classes are several times cheaper to fill.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from google.api_core.gapic_v1 import routing_header
 from google.cloud.tasks_v2 import CreateTaskRequest, HttpMethod, HttpRequest, Task
+from google.cloud.tasks_v2.services.cloud_tasks.transports.base import DEFAULT_CLIENT_INFO
 
 from proxy.config import QueueSettings, Settings
 from proxy.engines.delivery import BODY_METHODS, build_request
 from proxy.envelope import Envelope
 
+CREATE_TASK_METHOD = "/google.cloud.tasks.v2.CloudTasks/CreateTask"
+# Typed aliases of two untyped google-api-core helpers.
+_routing_metadata: Callable[..., tuple[str, str]] = routing_header.to_grpc_metadata
+_client_metadata: Callable[[], tuple[str, str]] = DEFAULT_CLIENT_INFO.to_grpc_metadata
 _TaskPb: Any = Task.pb()
 _HttpRequestPb: Any = HttpRequest.pb()
 _CreateTaskRequestPb: Any = CreateTaskRequest.pb()
@@ -33,6 +40,7 @@ class QueueTarget:
     service_account_email: str | None
     audience: str | None
     dispatch_deadline_ms: int
+    metadata: tuple[tuple[str, str], ...]  # routing and client headers of each CreateTask
 
     def task_name(self, task_id: str) -> str:
         """The full task name for the short id ``task_id``."""
@@ -48,21 +56,25 @@ def queue_targets(settings: Settings) -> dict[str, QueueTarget]:
     """
     ct = settings.cloudtasks
     parent = f"projects/{ct.project}/locations/{ct.location}"
+    client_header = _client_metadata()
     targets: dict[str, QueueTarget] = {}
     for queue in settings.queues:
         account = queue.service_account_email or ct.service_account_email
+        path = f"{parent}/queues/{queue.name}"
         targets[queue.name] = QueueTarget(
             settings=queue,
-            path=f"{parent}/queues/{queue.name}",
+            path=path,
             service_account_email=account,
             audience=(queue.audience or queue.target_origin) if account else None,
             dispatch_deadline_ms=round(queue.dispatch_deadline * 1000),
+            metadata=(_routing_metadata((("parent", path),)), client_header),
         )
     return targets
 
 
-def create_task_request(target: QueueTarget, envelope: Envelope) -> CreateTaskRequest:
-    """The CreateTask request for ``envelope``: a named HTTP task to the queue's target.
+def create_task_message(target: QueueTarget, envelope: Envelope) -> Any:
+    """The CreateTask request for ``envelope`` as a raw protobuf message: a named HTTP task
+    to the queue's target.
 
     The body is sent only for POST, PUT and PATCH (Cloud Tasks refuses it otherwise);
     ``schedule_time`` (Unix seconds) is passed on, truncated to microseconds.
@@ -80,7 +92,16 @@ def create_task_request(target: QueueTarget, envelope: Envelope) -> CreateTaskRe
     task.dispatch_deadline.FromMilliseconds(target.dispatch_deadline_ms)
     if envelope.schedule_time is not None:
         task.schedule_time.FromMicroseconds(int(envelope.schedule_time * 1_000_000))
-    request: CreateTaskRequest = CreateTaskRequest.wrap(
-        _CreateTaskRequestPb(parent=target.path, task=task)
-    )
+    return _CreateTaskRequestPb(parent=target.path, task=task)
+
+
+def create_task_request(target: QueueTarget, envelope: Envelope) -> CreateTaskRequest:
+    """:func:`create_task_message` as the client library's ``CreateTaskRequest``."""
+    request: CreateTaskRequest = CreateTaskRequest.wrap(create_task_message(target, envelope))
     return request
+
+
+def serialize(message: Any) -> bytes:
+    """Wire bytes of a raw protobuf message."""
+    data: bytes = message.SerializeToString()
+    return data
