@@ -113,6 +113,17 @@ async def test_task_carries_the_request(
     assert task.dispatch_deadline.total_seconds() == 600
 
 
+async def test_create_task_carries_the_routing_header(
+    engine: CloudTasksEngine, fake_cloudtasks: FakeCloudTasks
+) -> None:
+    """CreateTask sends the x-goog-request-params routing header Google's front end reads,
+    and identifies the client library."""
+    await engine.enqueue(envelope())
+    [metadata] = fake_cloudtasks.metadata
+    assert metadata["x-goog-request-params"] == f"parent={QUEUE_PATH}"
+    assert "gapic/" in metadata["x-goog-api-client"]
+
+
 async def test_repeated_headers_are_comma_joined(
     engine: CloudTasksEngine, fake_cloudtasks: FakeCloudTasks
 ) -> None:

@@ -48,6 +48,7 @@ class FakeCloudTasks:
         self._lock = threading.Lock()
         self._tasks: dict[str, Task] = {}
         self._requests: list[CreateTaskRequest] = []
+        self._metadata: list[dict[str, str]] = []
         self._failures: deque[Failure] = deque()
         self._delays: deque[float] = deque()
         self.missing_queues: set[str] = set()
@@ -87,6 +88,12 @@ class FakeCloudTasks:
         with self._lock:
             return list(self._requests)
 
+    @property
+    def metadata(self) -> list[dict[str, str]]:
+        """The gRPC metadata of every CreateTask call, in order."""
+        with self._lock:
+            return list(self._metadata)
+
     # ------------------------------------------------------------ handlers
 
     def _next(self) -> tuple[Failure | None, float]:
@@ -98,9 +105,11 @@ class FakeCloudTasks:
     async def _create_task(
         self, request: CreateTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Task:
+        metadata = {str(k): str(v) for k, v in context.invocation_metadata() or ()}
         with self._lock:
             self.create_calls += 1
             self._requests.append(request)
+            self._metadata.append(metadata)
         failure, delay = self._next()
         if failure is not None and not failure.after_store:
             await context.abort(failure.code, failure.message)
