@@ -263,7 +263,7 @@ async def test_transient_errors_are_retried(fake_cloudtasks: FakeCloudTasks, cod
 async def test_transient_errors_past_the_deadline_are_503(fake_cloudtasks: FakeCloudTasks) -> None:
     """Failing until the deadline gives EngineUnavailableError with Retry-After; nothing
     was stored."""
-    engine = await start_engine(make_settings(fake_cloudtasks.host, enqueue_deadline="0.5s"))
+    engine = await start_engine(make_settings(fake_cloudtasks.host, enqueue_deadline="2s"))
     fake_cloudtasks.fail_next(10_000, grpc.StatusCode.UNAVAILABLE)
     try:
         with pytest.raises(EngineUnavailableError) as caught:
