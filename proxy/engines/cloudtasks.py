@@ -153,7 +153,11 @@ class CloudTasksEngine:
         create_task = self._create_task
         if create_task is None:
             raise EngineUnavailableError("The Cloud Tasks engine is not running.", retry_after=1)
-        target = self._targets[envelope.queue]
+        target = self._targets.get(envelope.queue)
+        if target is None:
+            raise TaskRejectedError(
+                f"No queue is named {envelope.queue!r}.", status=404, code="unknown_queue"
+            )
         request = create_task_message(target, envelope)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._budget

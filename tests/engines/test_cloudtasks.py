@@ -361,6 +361,16 @@ async def test_unauthenticated_names_the_role(
     assert "roles/cloudtasks.enqueuer" in caught.value.detail
 
 
+async def test_unknown_queue_is_404(
+    engine: CloudTasksEngine, fake_cloudtasks: FakeCloudTasks
+) -> None:
+    """An envelope for a queue that is not configured is refused with 404, as locally."""
+    with pytest.raises(TaskRejectedError) as caught:
+        await engine.enqueue(envelope(queue="nope"))
+    assert (caught.value.status, caught.value.code) == (404, "unknown_queue")
+    assert fake_cloudtasks.create_calls == 0
+
+
 async def test_enqueue_before_start_is_503(fake_cloudtasks: FakeCloudTasks) -> None:
     """An engine that is not started refuses with 503 instead of crashing."""
     engine = CloudTasksEngine(make_settings(fake_cloudtasks.host), Metrics())
