@@ -37,7 +37,9 @@ DOCKERFILE = ROOT / "Dockerfile"
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 KUSTOMIZATIONS = [
     "k8s/base",
-    *sorted(str(p.parent.relative_to(ROOT)) for p in ROOT.glob("k8s/overlays/*/kustomization.yaml")),
+    *sorted(
+        str(p.parent.relative_to(ROOT)) for p in ROOT.glob("k8s/overlays/*/kustomization.yaml")
+    ),
 ]
 # Env vars the config loader reads besides one per flag.
 KNOWN_ENV = {ENV_PREFIX + n.upper() for n in FLAG_NAMES} | {ENV_PREFIX + "CONFIG"}
@@ -198,8 +200,10 @@ def test_healthcheck_targets_admin_healthz(final: Stage) -> None:
 def test_runs_as_numeric_non_root_user(final: Stage) -> None:
     """USER is a numeric non-zero UID:GID, so Kubernetes' runAsNonRoot can verify it."""
     uid, _, gid = final.last("USER").partition(":")
-    assert uid.isdigit() and int(uid) >= 10000
-    assert gid.isdigit() and int(gid) != 0
+    assert uid.isdigit()
+    assert int(uid) >= 10000
+    assert gid.isdigit()
+    assert int(gid) != 0
 
 
 def test_base_images_pinned_and_python_supported(stages: list[Stage]) -> None:
@@ -208,7 +212,9 @@ def test_base_images_pinned_and_python_supported(stages: list[Stage]) -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     requires = pyproject["project"]["requires-python"]
     for stage in stages:
-        match = re.fullmatch(r"python:(\d+\.\d+\.\d+)-slim-[a-z]+(@sha256:[0-9a-f]{64})?", stage.base)
+        match = re.fullmatch(
+            r"python:(\d+\.\d+\.\d+)-slim-[a-z]+(@sha256:[0-9a-f]{64})?", stage.base
+        )
         assert match, f"{stage.base} is not pinned to an exact python:X.Y.Z-slim-<debian>"
         assert Version(match.group(1)) in Requirement(f"python{requires}").specifier
     assert len({s.base for s in stages}) == 1
@@ -299,7 +305,8 @@ def test_build_lock_satisfies_build_system() -> None:
     requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
     for dep in map(Requirement, requires):
         name = canonicalize_name(dep.name)
-        assert name in pins and pins[name][0] in dep.specifier, dep
+        assert name in pins, dep
+        assert pins[name][0] in dep.specifier, dep
         assert pins[name][1] > 0
 
 
@@ -352,7 +359,9 @@ def mounted_files(workload: dict[str, Any], docs: list[dict[str, Any]]) -> dict[
     return files
 
 
-def workload_settings(workload: dict[str, Any], docs: list[dict[str, Any]], tmp_path: Path) -> Settings:
+def workload_settings(
+    workload: dict[str, Any], docs: list[dict[str, Any]], tmp_path: Path
+) -> Settings:
     container = proxy_container(workload)
     argv = container.get("command", [])[1:] + container.get("args", [])
     assert container["command"][0] == "ingest-proxy"
@@ -367,7 +376,9 @@ def port_number(container: dict[str, Any], port: int | str) -> int:
     return int(number)
 
 
-def test_every_kustomization_has_one_proxy_workload(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+def test_every_kustomization_has_one_proxy_workload(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
     """Each kustomization renders exactly one proxy workload, in a non-default namespace."""
     _, docs = rendered
     assert len(list(workloads(docs))) == 1
@@ -391,14 +402,16 @@ def test_args_ports_and_probes_match_cli_and_admin(
         assert port_number(container, "admin") == settings.server.admin_port
         ready = container["readinessProbe"]["httpGet"]
         live = container["livenessProbe"]["httpGet"]
-        assert ready["path"] == "/readyz" and live["path"] == "/healthz"
+        assert ready["path"] == "/readyz"
+        assert live["path"] == "/healthz"
         assert {ready["path"], live["path"]} <= paths
         for probe in (ready, live):
             assert port_number(container, probe["port"]) == settings.server.admin_port
         notes = workload["spec"]["template"]["metadata"]["annotations"]
         assert notes["prometheus.io/scrape"] == "true"
         assert int(notes["prometheus.io/port"]) == settings.server.admin_port
-        assert notes["prometheus.io/path"] in paths and notes["prometheus.io/path"] == "/metrics"
+        assert notes["prometheus.io/path"] == "/metrics"
+        assert notes["prometheus.io/path"] in paths
 
 
 def test_termination_grace_covers_prestop_and_drain(
@@ -445,7 +458,9 @@ def test_engine_specific_shape(rendered: tuple[str, list[dict[str, Any]]], tmp_p
     pod = workload["spec"]["template"]["spec"]
     labels = workload["spec"]["template"]["metadata"]["labels"]
     (account,) = [
-        a for a in kinds(docs, "ServiceAccount") if a["metadata"]["name"] == pod["serviceAccountName"]
+        a
+        for a in kinds(docs, "ServiceAccount")
+        if a["metadata"]["name"] == pod["serviceAccountName"]
     ]
     if settings.engine == "cloudtasks":
         assert workload["kind"] == "Deployment"
@@ -458,7 +473,9 @@ def test_engine_specific_shape(rendered: tuple[str, list[dict[str, Any]]], tmp_p
         assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"]
         assert pod["topologySpreadConstraints"]
         for queue in settings.queues:
-            assert queue.audience and "?" not in queue.audience and "#" not in queue.audience
+            assert queue.audience
+            assert "?" not in queue.audience
+            assert "#" not in queue.audience
     else:
         assert workload["kind"] == "StatefulSet"
         assert workload["spec"]["replicas"] == 1
@@ -467,7 +484,9 @@ def test_engine_specific_shape(rendered: tuple[str, list[dict[str, Any]]], tmp_p
         assert "annotations" not in account["metadata"]
         claims = {c["metadata"]["name"] for c in workload["spec"]["volumeClaimTemplates"]}
         db_dir = str(Path(settings.local.db).parent)
-        (mount,) = [m for m in proxy_container(workload)["volumeMounts"] if m["mountPath"] == db_dir]
+        (mount,) = [
+            m for m in proxy_container(workload)["volumeMounts"] if m["mountPath"] == db_dir
+        ]
         assert mount["name"] in claims, "the SQLite file must live on the volume claim"
 
 
@@ -508,7 +527,9 @@ def test_service_monitor_scrapes_admin_metrics(rendered: tuple[str, list[dict[st
         return
     (monitor,) = monitors
     (service,) = kinds(docs, "Service")
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
     ports = {p["name"]: p for p in service["spec"]["ports"]}
     for endpoint in monitor["spec"]["endpoints"]:
         assert ports[endpoint["port"]]["targetPort"] == "admin"
