@@ -1,0 +1,255 @@
+"""Durable ingest throughput of the embedded engine against a bare Starlette app, in one run.
+
+    .venv/bin/python -m bench.ingest_local [--requests 30000] [--rounds 3] [--skip-million]
+
+The server under test runs on CPU 0 (``taskset``), this load generator on CPU 1; 64
+keep-alive connections send ~1 KiB POST bodies (bench/loadgen.py). Measured, with
+``synchronous=FULL``:
+
+1. bare Starlette app (bench/bare_app.py) vs ``python -m proxy serve`` (embedded engine),
+   alternating ``--rounds`` times; medians and their ratio (goal >= 85 %);
+2. the proxy with a simulated slow disk: the bench-only env var
+   ``INGEST_PROXY_BENCH_ONLY_COMMIT_DELAY_MS=5`` adds 5 ms to every durable commit;
+3. p50/p99 latency of the proxy in open loop at half its measured throughput;
+4. the proxy with 1,000,000 tasks already queued (prefilled in the same file; goal >= 90 %
+   of the empty-queue throughput), and its RSS afterwards next to the empty-queue RSS.
+
+The proxy delivers to a closed port at 1 task/s, so delivery costs next to nothing.
+Everything is bounded in count and time, and traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from bench.loadgen import LoadResult, run_load
+from proxy.engines.local.store import Store
+from proxy.engines.local.writer import BENCH_COMMIT_DELAY_ENV
+from proxy.envelope import Envelope
+from tests.support.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+BODY = b'{"event": "click", "pad": "' + b"x" * 990 + b'"}'
+HEADERS = {"Content-Type": "application/json"}
+CONNECTIONS = 64
+DEAD_TARGET = "http://127.0.0.1:9"
+START_TIMEOUT = 60.0
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of ``pid`` in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+@contextlib.contextmanager
+def server(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[int]:
+    """Run ``command`` on CPU 0 until it answers on ``port``; yield its pid."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_PROXY_")}
+    full_env.update(env or {})
+    process = subprocess.Popen(["taskset", "-c", "0", *command], cwd=ROOT, env=full_env)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{command} exited with {process.returncode}")
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{command} did not start") from None
+                time.sleep(0.1)
+        yield process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def bare(port: int) -> list[str]:
+    return [sys.executable, "-m", "bench.bare_app", "--port", str(port)]
+
+
+def proxy(port: int, config: Path) -> list[str]:
+    admin = free_port()
+    return [
+        sys.executable, "-m", "proxy", "serve", "--config", str(config),
+        "--port", str(port), "--admin-port", str(admin), "--log-level", "warning",
+    ]  # fmt: skip
+
+
+def write_config(directory: Path, name: str, synchronous: str = "FULL") -> Path:
+    db = directory / f"{name}.db"
+    config = directory / f"{name}.toml"
+    config.write_text(
+        f'[[queues]]\nname = "default"\ntarget = "{DEAD_TARGET}"\nrate = 1\n'
+        "max_backlog_tasks = 5000000\n"
+        f'[local]\ndb = "{db}"\nsynchronous = "{synchronous}"\n'
+    )
+    return config
+
+
+def load(
+    port: int, requests: int, rate: float | None = None, duration: float | None = None
+) -> LoadResult:
+    return asyncio.run(
+        run_load(
+            f"http://127.0.0.1:{port}/ingest/events",
+            connections=CONNECTIONS,
+            requests=requests,
+            duration=duration,
+            rate=rate,
+            body=BODY,
+            headers=HEADERS,
+        )
+    )
+
+
+def measure(
+    command: list[str], port: int, requests: int, env: dict[str, str] | None = None
+) -> tuple[LoadResult, int]:
+    """Warm up, then one measured closed-loop run; the result and the server's RSS (KiB)."""
+    with server(command, port, env) as pid:
+        load(port, min(3000, requests))
+        result = load(port, requests)
+        return result, rss_kib(pid)
+
+
+def check(result: LoadResult, status: int) -> None:
+    if result.errors or set(result.statuses) != {status}:
+        raise RuntimeError(f"unexpected answers: {result.summary()}")
+
+
+def prefill(db: Path, count: int) -> float:
+    """Put ``count`` 1 KiB tasks in the queue ``default`` of ``db``; seconds taken."""
+    started = time.monotonic()
+    store = Store(str(db), synchronous="NORMAL", clock=time.time)
+    store.open(["default"])
+
+    async def fill() -> None:
+        now = time.time()
+        chunk = 20_000
+        for start in range(0, count, chunk):
+            envelopes = [
+                Envelope(
+                    id=os.urandom(16).hex(),
+                    queue="default",
+                    method="POST",
+                    path="/ingest/events",
+                    query="",
+                    headers=(("content-type", "application/json"),),
+                    body=BODY,
+                    received_at=now,
+                    request_id=os.urandom(16).hex(),
+                )  # fmt: skip
+                for _ in range(min(chunk, count - start))
+            ]
+            await store.writer.submit(lambda conn, e=envelopes: store._insert(conn, e))  # type: ignore[misc]
+
+    asyncio.run(fill())
+    store.close()
+    return time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=30_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backlog", type=int, default=1_000_000)
+    parser.add_argument("--skip-million", action="store_true")
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {1})
+    report: dict[str, object] = {"requests": args.requests, "connections": CONNECTIONS}
+    with tempfile.TemporaryDirectory(
+        prefix="bench-local-", dir=ROOT / ".bench-tmp" if (ROOT / ".bench-tmp").is_dir() else None
+    ) as tmp:
+        directory = Path(tmp)
+        bare_rates, proxy_rates, proxy_rss = [], [], 0
+        for round_ in range(args.rounds):
+            port = free_port()
+            result, _ = measure(bare(port), port, args.requests)
+            check(result, 202)
+            bare_rates.append(result.throughput)
+            port = free_port()
+            config = write_config(directory, f"empty{round_}")
+            result, proxy_rss = measure(proxy(port, config), port, args.requests)
+            check(result, 202)
+            proxy_rates.append(result.throughput)
+            print(
+                f"round {round_ + 1}: bare {bare_rates[-1]:.0f}/s, proxy {proxy_rates[-1]:.0f}/s",
+                flush=True,
+            )
+        bare_median, proxy_median = statistics.median(bare_rates), statistics.median(proxy_rates)
+        report |= {
+            "bare_rps": [round(r) for r in bare_rates],
+            "proxy_rps": [round(r) for r in proxy_rates],
+            "ratio": round(proxy_median / bare_median, 3),
+            "proxy_rss_mib_empty": round(proxy_rss / 1024, 1),
+        }
+        print(
+            f"median: bare {bare_median:.0f}/s, proxy {proxy_median:.0f}/s, ratio {proxy_median / bare_median:.1%}",
+            flush=True,
+        )
+
+        port = free_port()
+        config = write_config(directory, "slowdisk")
+        result, _ = measure(proxy(port, config), port, args.requests, {BENCH_COMMIT_DELAY_ENV: "5"})
+        check(result, 202)
+        report["slow_fsync_5ms_rps"] = round(result.throughput)
+        print(f"proxy with +5 ms per commit: {result.throughput:.0f}/s", flush=True)
+
+        port = free_port()
+        config = write_config(directory, "latency")
+        with server(proxy(port, config), port):
+            load(port, 3000)
+            half = proxy_median / 2
+            result = load(port, 1 << 30, rate=half, duration=10)
+            check(result, 202)
+        report["half_load"] = {"rate": round(half), **result.summary()}
+        print(
+            f"latency at {half:.0f}/s: p50 {result.percentile(50) * 1000:.2f} ms, p99 {result.percentile(99) * 1000:.2f} ms",
+            flush=True,
+        )
+
+        if not args.skip_million:
+            config = write_config(directory, "million")
+            seconds = prefill(directory / "million.db", args.backlog)
+            print(f"prefilled {args.backlog} tasks in {seconds:.0f}s", flush=True)
+            port = free_port()
+            result, rss = measure(proxy(port, config), port, args.requests)
+            check(result, 202)
+            report |= {
+                "backlog": args.backlog,
+                "backlog_rps": round(result.throughput),
+                "backlog_ratio": round(result.throughput / proxy_median, 3),
+                "proxy_rss_mib_backlog": round(rss / 1024, 1),
+                "db_mib": round((directory / "million.db").stat().st_size / 2**20),
+            }
+            print(
+                f"with {args.backlog} queued: {result.throughput:.0f}/s ({result.throughput / proxy_median:.1%} of empty), RSS {rss / 1024:.0f} MiB (empty: {proxy_rss / 1024:.0f} MiB)",
+                flush=True,
+            )
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
