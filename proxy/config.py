@@ -336,6 +336,8 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "trusted_proxies": ("server", "trusted_proxies"),
     "log_level": ("server", "log_level"),
     "log_format": ("server", "log_format"),
+    "shutdown_grace": ("server", "shutdown_grace"),
+    "header_timeout": ("server", "header_timeout"),
     "admin_token": ("server", "admin_token"),
     "api_keys": ("", "api_keys"),
     "db": ("local", "db"),
