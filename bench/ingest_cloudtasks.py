@@ -1,7 +1,7 @@
 """Ingest throughput of the Cloud Tasks engine against the emulator, beside the emulator's
 raw async CreateTask rate, measured in one run.
 
-    .venv/bin/python -m bench.ingest_cloudtasks [--connections 32] [--requests 2000] [--rounds 5]
+    .venv/bin/python -m bench.ingest_cloudtasks [--connections 32] [--requests 5000] [--rounds 5]
 
 Starts gcloud-tasks-emulator (its own venv, see tests/support/emulator.py) on a free port of
 127.0.0.1 with two *paused* queues, so the emulator spends its time on CreateTask and not
@@ -28,7 +28,9 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import httpx
@@ -50,7 +52,9 @@ PATH = "/ingest/events"
 
 @dataclass
 class Run:
-    """One measured run: accepted tasks, failures, seconds, latency percentiles (ms)."""
+    """One measured run: accepted tasks, failures, seconds, latency percentiles (ms), and
+    CPU microseconds per task of the emulator, the proxy and this process (the raw client
+    or the load generator)."""
 
     kind: str
     ok: int
@@ -58,6 +62,7 @@ class Run:
     seconds: float
     p50_ms: float
     p99_ms: float
+    cpu_us: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -139,6 +144,27 @@ def percentiles(latencies: list[float]) -> tuple[float, float]:
     return at(0.50), at(0.99)
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` (this process when ``None``)."""
+    if pid is None:
+        return time.process_time()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measured(run: Awaitable[Run], processes: dict[str, int | None]) -> Run:
+    """Await ``run`` and attach the CPU each of ``processes`` spent per accepted task."""
+    before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+    result = await run
+    for name, pid in processes.items():
+        spent = cpu_seconds(pid) - before[name]
+        result.cpu_us[name] = round(spent / result.ok * 1e6) if result.ok else 0.0
+    return result
+
+
 def start_proxy(emulator: Emulator, queue: str) -> tuple[subprocess.Popen[bytes], str]:
     """``python -m proxy serve --engine cloudtasks`` on free ports; wait for /readyz."""
     port, admin = free_port(), free_port()
@@ -190,11 +216,16 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         await raw_run(emulator.host, raw_queue, args.connections, warm, body)
         await proxy_run(url, args.connections, warm, body)
         runs: list[Run] = []
+        emulator_pid = emulator.pid
         for _ in range(args.rounds):
+            direct = raw_run(emulator.host, raw_queue, args.connections, args.requests, body)
+            runs.append(await measured(direct, {"emulator": emulator_pid, "client": None}))
+            loaded = proxy_run(url, args.connections, args.requests, body)
             runs.append(
-                await raw_run(emulator.host, raw_queue, args.connections, args.requests, body)
+                await measured(
+                    loaded, {"emulator": emulator_pid, "proxy": proxy.pid, "loadgen": None}
+                )
             )
-            runs.append(await proxy_run(url, args.connections, args.requests, body))
         raw = statistics.median(r.rate for r in runs if r.kind == "raw")
         via_proxy = statistics.median(r.rate for r in runs if r.kind == "proxy")
         # Each proxy run is compared with the raw run just before it, so load from other
@@ -224,7 +255,7 @@ def main() -> None:
     """Run the benchmark and print the numbers."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--requests", type=int, default=2000, help="per run (max 100000)")
+    parser.add_argument("--requests", type=int, default=5000, help="per run (max 100000)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--body-bytes", type=int, default=1024)
     args = parser.parse_args()
@@ -234,7 +265,7 @@ def main() -> None:
     for run in report["runs"]:  # type: ignore[attr-defined]
         print(
             f"{run['kind']:>5}: {run['rate']:8.1f}/s  ok={run['ok']} failed={run['failed']} "
-            f"p50={run['p50_ms']}ms p99={run['p99_ms']}ms"
+            f"p50={run['p50_ms']}ms p99={run['p99_ms']}ms cpu_us/task={run['cpu_us']}"
         )
     print(
         f"raw CreateTask {report['raw_createtask_per_s']}/s, through the proxy "

@@ -142,6 +142,11 @@ class Emulator:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        """The process id while it runs."""
+        return self._process.pid if self.running and self._process else None
+
+    @property
     def running(self) -> bool:
         """Whether the process is alive."""
         return self._process is not None and self._process.poll() is None
