@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import httpx
+import pytest
 
 from proxy.config import Settings, load_settings, settings_from_dict
 from tests.support.backend import RecordingBackend, run_backend
@@ -272,3 +273,29 @@ def test_failing_service_is_503_never_202(fake_cloudtasks: FakeCloudTasks) -> No
         and 'code="UNAVAILABLE"' in line
     )
     assert float(line.rsplit(" ", 1)[1]) == fake_cloudtasks.create_calls
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "error"),
+    [
+        ({}, b"x" * (100 * 1024 + 1), 413, "body_too_large"),
+        ({"X-Delay": "soon"}, b"x", 400, "invalid_delay"),
+        ({"Idempotency-Key": "k" * 256}, b"x", 400, "invalid_idempotency_key"),
+    ],
+    ids=["oversized-body", "bad-delay", "long-idempotency-key"],
+)
+def test_bad_input_is_refused_before_any_task(
+    fake_cloudtasks: FakeCloudTasks,
+    headers: dict[str, str],
+    body: bytes,
+    status: int,
+    error: str,
+) -> None:
+    """Oversized bodies and bad control headers get a JSON 4xx and create no task."""
+    with run_proxy(fake_settings(fake_cloudtasks)) as proxy, httpx.Client(timeout=TIMEOUT) as c:
+        response = c.post(f"{proxy.url}/orders", content=body, headers=headers)
+        accepted = c.post(f"{proxy.url}/orders", content=b"fine")
+    assert response.status_code == status
+    assert response.json()["error"] == error
+    assert accepted.status_code == 202
+    assert fake_cloudtasks.create_calls == 1
