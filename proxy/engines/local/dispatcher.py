@@ -115,6 +115,9 @@ class Dispatcher:
             except EngineError as exc:
                 logger.warning("queue %s: cannot lease tasks: %s", self.queue.name, exc)
                 delay = MAX_IDLE
+            except Exception:
+                logger.exception("queue %s: scheduling failed", self.queue.name)
+                delay = MAX_IDLE
             if delay > 0 and not self._stopping:
                 await self._sleep(delay)
 

@@ -20,73 +20,30 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from proxy.engines.local.records import (
+    AttemptResult,
+    DeadLetter,
+    Lease,
+    LeasedTask,
+    QueueCounts,
+)
+from proxy.engines.local.schema import SCHEMA, SCHEMA_VERSION
 from proxy.engines.local.writer import Writer
 from proxy.envelope import EnqueueResult, Envelope
 from proxy.errors import EngineUnavailableError
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tasks (
-    seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL,
-    queue TEXT NOT NULL,
-    method TEXT NOT NULL,
-    path TEXT NOT NULL,
-    query TEXT NOT NULL,
-    headers TEXT NOT NULL,
-    body BLOB NOT NULL,
-    size INTEGER NOT NULL,
-    received_at REAL NOT NULL,
-    request_id TEXT NOT NULL,
-    eta REAL NOT NULL,
-    visible_at REAL NOT NULL,
-    leased INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    responses INTEGER NOT NULL DEFAULT 0,
-    first_attempt_at REAL,
-    last_status INTEGER,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS tasks_due ON tasks (queue, visible_at);
-CREATE INDEX IF NOT EXISTS tasks_queue ON tasks (queue);
-CREATE INDEX IF NOT EXISTS tasks_leased ON tasks (leased) WHERE leased = 1;
-CREATE TABLE IF NOT EXISTS dead_letters (
-    dl INTEGER PRIMARY KEY,
-    seq INTEGER NOT NULL,
-    id TEXT NOT NULL,
-    queue TEXT NOT NULL,
-    method TEXT NOT NULL,
-    path TEXT NOT NULL,
-    query TEXT NOT NULL,
-    headers TEXT NOT NULL,
-    body BLOB NOT NULL,
-    size INTEGER NOT NULL,
-    received_at REAL NOT NULL,
-    request_id TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    first_attempt_at REAL,
-    last_status INTEGER,
-    last_error TEXT,
-    died_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS dead_letters_queue ON dead_letters (queue, dl);
-CREATE TABLE IF NOT EXISTS dedup (
-    id TEXT PRIMARY KEY,
-    queue TEXT NOT NULL,
-    created_at REAL NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS dedup_created ON dedup (created_at);
-CREATE TABLE IF NOT EXISTS counters (
-    queue TEXT PRIMARY KEY,
-    tasks INTEGER NOT NULL DEFAULT 0,
-    bytes INTEGER NOT NULL DEFAULT 0,
-    dead INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-"""
+__all__ = [
+    "AttemptResult",
+    "DeadLetter",
+    "Lease",
+    "LeasedTask",
+    "QueueCounts",
+    "Store",
+]
+
 _INSERT = (
     "INSERT INTO tasks (id, queue, method, path, query, headers, body, size, received_at,"
     " request_id, eta, visible_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -98,69 +55,6 @@ _LEASE = (
 )
 SNIPPET_CHARS = 1024
 FAILURE_MEMORY = 5.0  # seconds a failed durable write keeps readiness down
-
-
-@dataclass(frozen=True, slots=True)
-class LeasedTask:
-    """A task taken for one attempt. ``eta`` is when this attempt was due (Unix seconds),
-    ``attempts`` the attempts made so far, ``responses`` those that got a non-5xx answer."""
-
-    seq: int
-    envelope: Envelope
-    eta: float
-    attempts: int
-    responses: int
-    first_attempt_at: float | None
-    last_status: int | None
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """The result of :meth:`Store.lease`: the tasks taken and, when fewer were due than
-    asked for, when the next one becomes due (``None``: the queue is empty)."""
-
-    tasks: list[LeasedTask]
-    next_due: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class QueueCounts:
-    """Per-queue counters: tasks not yet completed, their body bytes, dead letters."""
-
-    queue: str
-    tasks: int
-    bytes: int
-    dead: int
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A task that ran out of attempts; ``last_error`` is the response snippet or the
-    transport error of the last attempt. Times are Unix seconds."""
-
-    id: str
-    queue: str
-    method: str
-    path: str
-    query: str
-    size: int
-    received_at: float
-    attempts: int
-    last_status: int | None
-    last_error: str | None
-    died_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptResult:
-    """What one failed attempt left behind: when it started, the status (``None`` without
-    a response), whether the answer counts as an execution, and a snippet or error text."""
-
-    started_at: float
-    status: int | None
-    executed: bool
-    error: str
 
 
 class Store:
@@ -202,7 +96,7 @@ class Store:
                     f"{self.path} was written by a newer ingest-proxy (schema {version})."
                 )
             conn.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA.split(";"):
+            for statement in SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

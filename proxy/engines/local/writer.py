@@ -161,11 +161,29 @@ class Writer:
             return
         try:
             self._loop(conn)
+        except BaseException:
+            logger.exception("the task store writer stopped")
+            raise
         finally:
+            self._closed = True
+            self._fail_waiting()
             try:
                 conn.close()
             except sqlite3.Error:
                 logger.exception("closing the task store failed")
+
+    def _fail_waiting(self) -> None:
+        """Fail jobs submitted too late to run, so no caller waits forever."""
+        left: list[tuple[_Job, Any, BaseException | None]] = []
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                error = EngineUnavailableError("The task store is closed.", retry_after=1)
+                left.append((item, None, error))
+        self._resolve(left)
 
     def _loop(self, conn: sqlite3.Connection) -> None:
         busy = False

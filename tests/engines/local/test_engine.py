@@ -1,0 +1,115 @@
+"""LocalEngine as a whole: lifecycle, backlog accounting, the read API (engine.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+
+from proxy.config import Settings, settings_from_dict
+from proxy.engines.local import LocalEngine
+from proxy.engines.local.store import Store
+from proxy.envelope import Envelope
+from proxy.errors import EngineUnavailableError, TaskRejectedError
+from proxy.metrics import Metrics
+
+pytestmark = pytest.mark.anyio
+
+
+def settings(tmp_path: Path, **queue: object) -> Settings:
+    return settings_from_dict(
+        {
+            "queues": [{"name": "q", "target": "http://backend.test", **queue}],
+            "local": {"db": str(tmp_path / "e.db")},
+            "server": {"shutdown_grace": 0.2},
+        }
+    )
+
+
+def envelope(n: int, queue: str = "q") -> Envelope:
+    return Envelope(
+        id=f"t{n}", queue=queue, method="POST", path="/", query="", headers=(),
+        body=b"body", received_at=1.0, request_id="r",
+    )  # fmt: skip
+
+
+def engine(tmp_path: Path, handler: object = None, **queue: object) -> LocalEngine:
+    answer = handler or (lambda request: httpx.Response(200))
+    transport = httpx.MockTransport(answer)  # type: ignore[arg-type]
+    return LocalEngine(settings(tmp_path, **queue), Metrics(), transport=transport)
+
+
+async def test_second_process_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    """Two engines on one database would deliver twice: the second one cannot start."""
+    first = engine(tmp_path)
+    await first.start()
+    try:
+        with pytest.raises(EngineUnavailableError, match="in use"):
+            await engine(tmp_path).start()
+    finally:
+        await first.aclose()
+    again = engine(tmp_path)
+    await again.start()
+    await again.aclose()
+
+
+async def test_unknown_queue_and_closed_engine(tmp_path: Path) -> None:
+    """An Envelope for a queue that does not exist is rejected; after aclose, 503."""
+    running = engine(tmp_path)
+    await running.start()
+    with pytest.raises(TaskRejectedError) as rejected:
+        await running.enqueue(envelope(1, queue="nope"))
+    assert rejected.value.status == 404
+    await running.aclose()
+    with pytest.raises(EngineUnavailableError):
+        await running.enqueue(envelope(2))
+
+
+async def test_read_api_reports_stats_and_dead_letters(tmp_path: Path) -> None:
+    """queue_stats and list_dead_letters show a task that failed its only attempt."""
+    running = engine(
+        tmp_path, lambda r: httpx.Response(418, text="teapot"), retry={"max_attempts": 1}
+    )
+    await running.start()
+    try:
+        await running.enqueue(envelope(1))
+        for _ in range(500):
+            if await running.list_dead_letters("q"):
+                break
+            await asyncio.sleep(0.01)
+        (dead,) = await running.list_dead_letters("q")
+        assert (dead.id, dead.last_status, dead.last_error) == ("t1", 418, "teapot")
+        (stats,) = await running.queue_stats()
+        assert (stats.queue, stats.tasks, stats.dead_letters, stats.oldest_age) == ("q", 0, 1, None)
+        assert stats.rate == stats.current_rate == 500
+    finally:
+        await running.aclose()
+
+
+async def test_shutdown_releases_attempts_still_running(tmp_path: Path) -> None:
+    """Attempts that outlast the grace period are cancelled and their leases released, so
+    the task is due again at once after a restart."""
+
+    async def hang(request: httpx.Request) -> httpx.Response:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    running = engine(tmp_path, hang)
+    await running.start()
+    await running.enqueue(envelope(1))
+    for _ in range(500):
+        if any(d.in_flight for d in running.dispatchers.values()):
+            break
+        await asyncio.sleep(0.01)
+    await running.aclose()
+    store = Store(str(tmp_path / "e.db"), clock=lambda: 0.0)
+    counts, released_at_open = store.open(["q"])
+    try:
+        assert counts["q"].tasks == 1
+        assert released_at_open == 0  # aclose already released it
+        lease = await store.lease("q", now=10.0, limit=5, lease_until=20.0)
+        assert [t.envelope.id for t in lease.tasks] == ["t1"]
+    finally:
+        store.close()
