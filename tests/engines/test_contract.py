@@ -195,8 +195,9 @@ async def test_closed_engine_refuses_with_503(harness: Harness) -> None:
 @contextlib.contextmanager
 def dedup_case(
     kind: str, request: pytest.FixtureRequest, backend: RecordingBackend, tmp_path: Path
-) -> Iterator[tuple[Harness, Callable[[str], Any]]]:
-    """The harness plus a probe counting what was stored under one task id."""
+) -> Iterator[tuple[Harness, Callable[[str], list[str]] | None]]:
+    """The harness plus, for Cloud Tasks, a probe listing the tasks stored under one id
+    (``None`` for the embedded engine, whose deliveries are counted instead)."""
     if kind == "local":
         yield local_harness(backend, tmp_path), None
         return
