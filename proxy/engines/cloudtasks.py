@@ -296,8 +296,13 @@ class CloudTasksEngine:
         loop = asyncio.get_running_loop()
         if self._loop is not None and loop is not self._loop:
             # The admin listener may run on another loop; the channel belongs to this one.
-            future = asyncio.run_coroutine_threadsafe(self.check_ready(), self._loop)
-            await asyncio.wrap_future(future)
+            try:
+                future = asyncio.run_coroutine_threadsafe(self.check_ready(), self._loop)
+                await asyncio.wait_for(asyncio.wrap_future(future), 3 * READY_TIMEOUT)
+            except (RuntimeError, TimeoutError):
+                raise EngineUnavailableError(
+                    "The Cloud Tasks engine is not answering.", retry_after=1
+                ) from None
             return
         if loop.time() - self._ready_checked_at >= READY_CACHE:
             async with self._ready_lock:
