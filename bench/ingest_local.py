@@ -31,14 +31,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
+import uvicorn
 
 from bench.loadgen import LoadResult, run_load
+from proxy.app import create_app
+from proxy.config import settings_from_dict
 from proxy.engines.local.store import Store
 from proxy.engines.local.writer import BENCH_COMMIT_DELAY_ENV
-from proxy.envelope import Envelope
+from proxy.envelope import EnqueueResult, Envelope
+from proxy.server import ingress_options
 from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,14 +129,75 @@ def load(
     )
 
 
-def measure(
-    command: list[str], port: int, requests: int, env: dict[str, str] | None = None
-) -> tuple[LoadResult, int]:
-    """Warm up, then one measured closed-loop run; the result and the server's RSS (KiB)."""
+@dataclass
+class Run:
+    """One measured closed-loop run: answers/s, RSS afterwards (KiB), and CPU per request in
+    microseconds of the event-loop thread and of every other thread (the SQLite writer)."""
+
+    rps: float
+    rss_kib: int
+    loop_us: float
+    other_us: float
+
+
+def cpu_ticks(pid: int) -> tuple[int, int]:
+    """(main thread, other threads) user+system clock ticks of ``pid``."""
+    main = other = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])
+        if int(tid) == pid:
+            main += ticks
+        else:
+            other += ticks
+    return main, other
+
+
+def measure(command: list[str], port: int, requests: int, env: dict[str, str] | None = None) -> Run:
+    """Warm up, then one measured closed-loop run of ``requests``."""
     with server(command, port, env) as pid:
         load(port, min(3000, requests))
+        before = cpu_ticks(pid)
         result = load(port, requests)
-        return result, rss_kib(pid)
+        after = cpu_ticks(pid)
+        check(result, 202)
+        per_request = 1e6 / os.sysconf("SC_CLK_TCK") / result.requests
+        return Run(
+            result.throughput,
+            rss_kib(pid),
+            (after[0] - before[0]) * per_request,
+            (after[1] - before[1]) * per_request,
+        )
+
+
+class NoopEngine:
+    """Answers every enqueue at once without storing anything: isolates the ingress cost."""
+
+    name = "noop"
+
+    async def start(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+    async def check_ready(self) -> None:
+        pass
+
+    async def enqueue(self, envelope: Envelope) -> EnqueueResult:
+        return EnqueueResult(envelope.id, envelope.queue)
+
+
+def serve_noop_ingress(port: int) -> None:
+    """The proxy's ingress (same app and uvicorn options) over :class:`NoopEngine`."""
+    settings = settings_from_dict({"queues": [{"name": "default", "target": DEAD_TARGET}]})
+    app = create_app(settings, engine=NoopEngine())
+    options = ingress_options(settings) | {"log_level": "warning", "log_config": None}
+    uvicorn.run(app, host="127.0.0.1", port=port, **options)
+
+
+def noop(port: int) -> list[str]:
+    return [sys.executable, "-m", "bench.ingest_local", "--serve-noop-ingress", str(port)]
 
 
 def check(result: LoadResult, status: int) -> None:
@@ -170,48 +236,61 @@ def prefill(db: Path, count: int) -> float:
     return time.monotonic() - started
 
 
+def summary(runs: list[Run]) -> dict[str, object]:
+    return {
+        "rps": [round(r.rps) for r in runs],
+        "median_rps": round(statistics.median(r.rps for r in runs)),
+        "loop_us": round(statistics.median(r.loop_us for r in runs), 1),
+        "other_threads_us": round(statistics.median(r.other_us for r in runs), 1),
+        "rss_mib": round(runs[-1].rss_kib / 1024, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=30_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backlog", type=int, default=1_000_000)
     parser.add_argument("--skip-million", action="store_true")
+    parser.add_argument("--serve-noop-ingress", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_noop_ingress:
+        serve_noop_ingress(args.serve_noop_ingress)
+        return
     os.sched_setaffinity(0, {1})
     report: dict[str, object] = {"requests": args.requests, "connections": CONNECTIONS}
     with tempfile.TemporaryDirectory(prefix="bench-local-") as tmp:
         directory = Path(tmp)
-        bare_rates, proxy_rates, proxy_rss = [], [], 0
+        runs: dict[str, list[Run]] = {"bare": [], "ingress_noop_engine": [], "proxy": []}
+        ratios = []
         for round_ in range(args.rounds):
             port = free_port()
-            result, _ = measure(bare(port), port, args.requests)
-            check(result, 202)
-            bare_rates.append(result.throughput)
+            runs["bare"].append(measure(bare(port), port, args.requests))
+            port = free_port()
+            runs["ingress_noop_engine"].append(measure(noop(port), port, args.requests))
             port = free_port()
             config = write_config(directory, f"empty{round_}")
-            result, proxy_rss = measure(proxy(port, config), port, args.requests)
-            check(result, 202)
-            proxy_rates.append(result.throughput)
+            runs["proxy"].append(measure(proxy(port, config), port, args.requests))
+            ratios.append(runs["proxy"][-1].rps / runs["bare"][-1].rps)
             print(
-                f"round {round_ + 1}: bare {bare_rates[-1]:.0f}/s, proxy {proxy_rates[-1]:.0f}/s",
+                f"round {round_ + 1}: "
+                + ", ".join(f"{k} {v[-1].rps:.0f}/s" for k, v in runs.items())
+                + f", proxy/bare {ratios[-1]:.1%}",
                 flush=True,
             )
-        bare_median, proxy_median = statistics.median(bare_rates), statistics.median(proxy_rates)
-        report |= {
-            "bare_rps": [round(r) for r in bare_rates],
-            "proxy_rps": [round(r) for r in proxy_rates],
-            "ratio": round(proxy_median / bare_median, 3),
-            "proxy_rss_mib_empty": round(proxy_rss / 1024, 1),
-        }
-        ratio = proxy_median / bare_median
-        print(f"median: bare {bare_median:.0f}/s, proxy {proxy_median:.0f}/s, ratio {ratio:.1%}")
+        report |= {k: summary(v) for k, v in runs.items()}
+        report["ratio_median_of_rounds"] = round(statistics.median(ratios), 3)
+        report["ratios"] = [round(r, 3) for r in ratios]
+        proxy_median = statistics.median(r.rps for r in runs["proxy"])
+        for name, values in runs.items():
+            print(f"{name}: {json.dumps(summary(values))}")
+        print(f"proxy/bare: median of rounds {statistics.median(ratios):.1%}", flush=True)
 
         port = free_port()
         config = write_config(directory, "slowdisk")
-        result, _ = measure(proxy(port, config), port, args.requests, {BENCH_COMMIT_DELAY_ENV: "5"})
-        check(result, 202)
-        report["slow_fsync_5ms_rps"] = round(result.throughput)
-        print(f"proxy with +5 ms per commit: {result.throughput:.0f}/s", flush=True)
+        slow = measure(proxy(port, config), port, args.requests, {BENCH_COMMIT_DELAY_ENV: "5"})
+        report["slow_fsync_5ms"] = asdict(slow)
+        print(f"proxy with +5 ms per commit: {slow.rps:.0f}/s", flush=True)
 
         port = free_port()
         config = write_config(directory, "latency")
@@ -227,35 +306,32 @@ def main() -> None:
         if not args.skip_million:
             seconds = prefill(directory / "million.db", args.backlog)
             print(f"prefilled {args.backlog} tasks in {seconds:.0f}s", flush=True)
-            empty_rates, full_rates, full_rss = [], [], 0
+            empty: list[Run] = []
+            full: list[Run] = []
             for round_ in range(args.rounds):
                 port = free_port()
                 config = write_config(directory, f"empty-again{round_}")
-                result, _ = measure(proxy(port, config), port, args.requests)
-                check(result, 202)
-                empty_rates.append(result.throughput)
+                empty.append(measure(proxy(port, config), port, args.requests))
                 port = free_port()
                 config = write_config(directory, "million")
-                result, full_rss = measure(proxy(port, config), port, args.requests)
-                check(result, 202)
-                full_rates.append(result.throughput)
+                full.append(measure(proxy(port, config), port, args.requests))
                 print(
-                    f"round {round_ + 1}: empty {empty_rates[-1]:.0f}/s,"
-                    f" {args.backlog} queued {full_rates[-1]:.0f}/s",
+                    f"round {round_ + 1}: empty {empty[-1].rps:.0f}/s,"
+                    f" {args.backlog} queued {full[-1].rps:.0f}/s",
                     flush=True,
                 )
-            backlog_ratio = statistics.median(full_rates) / statistics.median(empty_rates)
+            ratio = statistics.median(f.rps / e.rps for f, e in zip(full, empty, strict=True))
             report |= {
                 "backlog": args.backlog,
-                "backlog_empty_rps": [round(r) for r in empty_rates],
-                "backlog_full_rps": [round(r) for r in full_rates],
-                "backlog_ratio": round(backlog_ratio, 3),
-                "proxy_rss_mib_backlog": round(full_rss / 1024, 1),
+                "backlog_empty": summary(empty),
+                "backlog_full": summary(full),
+                "backlog_ratio_median_of_rounds": round(ratio, 3),
                 "db_mib": round((directory / "million.db").stat().st_size / 2**20),
             }
             print(
-                f"with {args.backlog} queued: {backlog_ratio:.1%} of the empty-queue throughput;"
-                f" RSS {full_rss / 1024:.0f} MiB (empty queue: {proxy_rss / 1024:.0f} MiB)",
+                f"with {args.backlog} queued: {ratio:.1%} of the empty-queue throughput;"
+                f" RSS {full[-1].rss_kib / 1024:.0f} MiB"
+                f" (empty queue: {empty[-1].rss_kib / 1024:.0f} MiB)",
                 flush=True,
             )
     print(json.dumps(report))

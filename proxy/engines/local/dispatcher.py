@@ -1,5 +1,25 @@
 """Per-queue scheduling: take due tasks in ETA order within the token bucket and the
-concurrency cap, deliver them, and record the outcome with Cloud Tasks retry semantics."""
+concurrency cap, deliver them, and record the outcome with Cloud Tasks retry semantics.
+
+What the backend and the operator can rely on:
+
+- Each attempt is the request Cloud Tasks would send (``proxy.engines.delivery``), with
+  ``X-CloudTasks-TaskRetryCount`` (earlier attempts), ``-TaskExecutionCount`` (earlier
+  answers that were not 5xx), ``-TaskETA``, and on a retry after an answer
+  ``-TaskPreviousResponse`` and an empty ``-TaskRetryReason``.
+- A 2xx completes the task. Redirects are **not** followed: a 3xx is a failed attempt
+  (following it would send the body somewhere the operator did not configure).
+- Anything else, a transport error, or no answer within ``dispatch_deadline`` is retried
+  after ``backoff_delay`` (RetryConfig exactly). A ``Retry-After`` on a 429/503 is honoured
+  exactly: the next attempt of that task is not before it (or the backoff, if longer).
+- Going further than Cloud Tasks: each 429/503 also halves the queue's rate (a burst of
+  them counts once per second, floor 1/32 of the rate), held for 5 s or the Retry-After,
+  then doubled back every 5 s; ``ingest_proxy_dispatch_rate`` shows the current rate.
+- When ``should_retry`` says no, the task moves to the dead-letter table with its last
+  status and up to 1 KiB of the answer, instead of being deleted.
+- Delivery is at least once: an attempt whose outcome was not recorded (crash, store
+  error) is retried when its lease runs out or the next process starts.
+"""
 
 from __future__ import annotations
 
