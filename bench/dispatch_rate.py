@@ -3,8 +3,9 @@
     .venv/bin/python -m bench.dispatch_rate [--rate 50] [--seconds 60]
 
 Starts a recording backend (uvicorn, in this process) and ``python -m proxy serve`` with
-``--rate R --concurrency 100`` on a fresh SQLite file, queues ``R * seconds + 10 %`` tasks
-in one burst with bench/loadgen.py, then records when each delivery reaches the backend.
+``--rate R --concurrency C`` (default 100) on a fresh SQLite file, queues
+``R * seconds + 10 %`` tasks in one burst with bench/loadgen.py, then records when each
+delivery reaches the backend.
 The steady rate is measured after the initial token-bucket burst, over ``--seconds``
 (goal: within +/-2 % of R). Bounded in time; traffic stays on 127.0.0.1.
 """
@@ -35,6 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--concurrency", type=int, default=100)
     args = parser.parse_args()
     burst = default_burst(args.rate)
     tasks = int(args.rate * args.seconds * 1.1) + burst
@@ -43,7 +45,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-rate-") as tmp, run_backend() as backend:
         command = [
             sys.executable, "-m", "proxy", "serve", "--target", backend.url,
-            "--rate", str(args.rate), "--concurrency", "100", "--db", str(Path(tmp) / "r.db"),
+            "--rate", str(args.rate), "--concurrency", str(args.concurrency),
+            "--db", str(Path(tmp) / "r.db"),
             "--port", str(port), "--admin-port", str(admin), "--log-level", "warning",
         ]  # fmt: skip
         process = subprocess.Popen(command, cwd=ROOT, env=env)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import httpx
 
@@ -59,14 +59,17 @@ class Dispatcher:
         queue: QueueSettings,
         *,
         store: Store,
-        client: httpx.AsyncClient,
+        clients: Sequence[httpx.AsyncClient],
         clock: Clock,
         metrics: Metrics,
         on_done: Callable[[int, bool], None] = lambda size, dead: None,
     ) -> None:
         self.queue = queue
         self.store = store
-        self.client = client
+        self.clients = list(clients)
+        # Attempt slots 0..concurrency-1; slot i always uses the same client, so each
+        # client (a small connection pool) serves a fixed share of the concurrency.
+        self._free_slots = list(range(queue.concurrency - 1, -1, -1))
         self.clock = clock
         self.on_done = on_done
         self.bucket = TokenBucket(queue.rate, queue.effective_burst, clock.monotonic())
@@ -118,7 +121,8 @@ class Dispatcher:
             if task.seq in self.in_flight:
                 continue  # its lease ran out while the attempt is still going
             self.bucket.try_take(self.clock.monotonic())
-            self.in_flight[task.seq] = asyncio.create_task(self._deliver(task))
+            slot = self._free_slots.pop()
+            self.in_flight[task.seq] = asyncio.create_task(self._deliver(task, slot))
         if len(lease.tasks) < limit:
             self._idle = True
             if lease.next_due is None:
@@ -175,9 +179,10 @@ class Dispatcher:
 
     # ------------------------------------------------------------ delivery
 
-    async def _deliver(self, task: LeasedTask) -> None:
+    async def _deliver(self, task: LeasedTask, slot: int) -> None:
+        client = self.clients[slot * len(self.clients) // self.queue.concurrency]
         try:
-            await self._attempt(task)
+            await self._attempt(task, client)
         except EngineError as exc:
             # The outcome could not be recorded: the lease runs out and the task is tried again.
             logger.warning(
@@ -187,10 +192,11 @@ class Dispatcher:
         except Exception:
             logger.exception("queue %s: attempt of %s failed", self.queue.name, task.envelope.id)
         finally:
+            self._free_slots.append(slot)
             self.in_flight.pop(task.seq, None)
             self._wake.set()
 
-    async def _attempt(self, task: LeasedTask) -> None:
+    async def _attempt(self, task: LeasedTask, client: httpx.AsyncClient) -> None:
         queue = self.queue
         request = build_request(queue, task.envelope)
         previous = task.last_status if task.attempts else None
@@ -206,9 +212,7 @@ class Dispatcher:
         )
         started = self.clock.time()
         started_mono = self.clock.monotonic()
-        outcome = await attempt.send(
-            self.client, request, deadline=queue.dispatch_deadline, now=started
-        )
+        outcome = await attempt.send(client, request, deadline=queue.dispatch_deadline, now=started)
         self._delivery_seconds.observe(self.clock.monotonic() - started_mono)
         self._dispatches[outcome.kind].inc()
         if outcome.success:

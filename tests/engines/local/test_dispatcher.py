@@ -46,7 +46,7 @@ class Rig:
         settings = QueueSettings(name="q", target="http://backend.test/base", **queue)  # type: ignore[arg-type]
         client = httpx.AsyncClient(transport=httpx.MockTransport(self.handler))
         self.dispatcher = Dispatcher(
-            settings, store=self.store, client=client, clock=self.clock, metrics=self.metrics
+            settings, store=self.store, clients=[client], clock=self.clock, metrics=self.metrics
         )
         return self.dispatcher
 
@@ -108,7 +108,7 @@ async def test_concurrency_cap(rig: Rig) -> None:
         return httpx.Response(200)
 
     dispatcher = rig.make(rate=100, burst=10, concurrency=2)
-    dispatcher.client = httpx.AsyncClient(transport=httpx.MockTransport(slow))
+    dispatcher.clients = [httpx.AsyncClient(transport=httpx.MockTransport(slow))]
     await rig.add(5)
     await dispatcher.step()
     await dispatcher.step()
@@ -262,7 +262,7 @@ async def test_drain_cancels_slow_attempts_and_reports_them(rig: Rig) -> None:
         raise AssertionError("unreachable")
 
     dispatcher = rig.make()
-    dispatcher.client = httpx.AsyncClient(transport=httpx.MockTransport(hang))
+    dispatcher.clients = [httpx.AsyncClient(transport=httpx.MockTransport(hang))]
     await rig.add(2)
     await dispatcher.step()
     dispatcher.stop()
