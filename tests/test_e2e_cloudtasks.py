@@ -48,9 +48,7 @@ def status_of(client: httpx.Client, url: str) -> int:
 
 
 def test_request_is_delivered_unchanged(emulator: Emulator, backend: RecordingBackend) -> None:
-    """POST with body, query and a custom header -> 202 {task, queue} -> the emulator
-    delivers the same method, path, query, body and headers, plus X-CloudTasks-*;
-    hop-by-hop, credential and control headers do not pass."""
+    """A POST is accepted (202) and delivered unchanged; hop-by-hop and credentials are not."""
     queue = unique_queue_name()
     emulator.create_queue(queue)
     body = b'{"order": 42, "items": ["a", "b"]}'
@@ -110,8 +108,8 @@ def test_request_is_delivered_unchanged(emulator: Emulator, backend: RecordingBa
 
 
 def test_outage_gives_503_then_recovers_without_restart(backend: RecordingBackend) -> None:
-    """Emulator stopped: 503 with Retry-After and /readyz 503, never 202. Emulator back
-    (queue created again): 202 and /readyz 200 with the same proxy."""
+    """Emulator down: 503 + Retry-After, never 202; back up: 202 again, same proxy."""
+    # /readyz follows: 503 while down, 200 once the emulator (and the queue) is back.
     queue = unique_queue_name()
     accepted: list[bytes] = []
     with running_emulator() as emulator:
@@ -228,8 +226,8 @@ def fake_settings(fake: FakeCloudTasks, **cloudtasks: Any) -> Settings:
 
 
 def test_idempotency_key_twice_is_one_task(fake_cloudtasks: FakeCloudTasks) -> None:
-    """The same Idempotency-Key twice: one task name, the same id, and the second answer
-    says duplicate (the server answers ALREADY_EXISTS as Cloud Tasks does)."""
+    """The same Idempotency-Key twice: one task, same id, second answer says duplicate."""
+    # The gRPC test server answers ALREADY_EXISTS on a repeated name as Cloud Tasks does.
     with run_proxy(fake_settings(fake_cloudtasks)) as proxy, httpx.Client(timeout=TIMEOUT) as c:
         headers = {"Idempotency-Key": "order-42"}
         first = c.post(f"{proxy.url}/orders", content=b"a", headers=headers)
@@ -256,8 +254,7 @@ def test_refused_task_is_a_json_4xx(fake_cloudtasks: FakeCloudTasks) -> None:
 
 
 def test_failing_service_is_503_never_202(fake_cloudtasks: FakeCloudTasks) -> None:
-    """A service failing past the enqueue deadline gives 503 + Retry-After; the metric of
-    failed Cloud Tasks calls counts every attempt."""
+    """Failing past the deadline gives 503 + Retry-After; the metric counts every attempt."""
     fake_cloudtasks.fail_next(10_000, grpc.StatusCode.UNAVAILABLE)
     settings = fake_settings(fake_cloudtasks, enqueue_deadline="0.5s")
     with run_proxy(settings) as proxy, httpx.Client(timeout=TIMEOUT) as c:

@@ -116,8 +116,7 @@ async def test_task_carries_the_request(
 async def test_create_task_carries_the_routing_header(
     engine: CloudTasksEngine, fake_cloudtasks: FakeCloudTasks
 ) -> None:
-    """CreateTask sends the x-goog-request-params routing header Google's front end reads,
-    and identifies the client library."""
+    """CreateTask carries the x-goog-request-params routing header and x-goog-api-client."""
     await engine.enqueue(envelope())
     [metadata] = fake_cloudtasks.metadata
     assert metadata["x-goog-request-params"] == f"parent={QUEUE_PATH}"
@@ -222,8 +221,8 @@ async def test_idempotency_key_repeat_is_a_duplicate(
 async def test_already_exists_on_our_own_retry_is_success(
     engine: CloudTasksEngine, fake_cloudtasks: FakeCloudTasks
 ) -> None:
-    """A lost answer (stored, then UNAVAILABLE) then ALREADY_EXISTS on the retry is a plain
-    success, not a duplicate, even for a keyed task."""
+    """ALREADY_EXISTS on a retry of our own lost answer is success, not a duplicate."""
+    # The server stores the task, then answers UNAVAILABLE: the answer was lost.
     fake_cloudtasks.fail_next(1, grpc.StatusCode.UNAVAILABLE, after_store=True)
     result = await engine.enqueue(envelope(idempotency_key="order-8"))
     assert (result.task_id, result.duplicate) == ("a1b2c3", False)
@@ -261,8 +260,7 @@ async def test_transient_errors_are_retried(fake_cloudtasks: FakeCloudTasks, cod
 
 
 async def test_transient_errors_past_the_deadline_are_503(fake_cloudtasks: FakeCloudTasks) -> None:
-    """Failing until the deadline gives EngineUnavailableError with Retry-After; nothing
-    was stored."""
+    """Failing until the deadline gives EngineUnavailableError with Retry-After, nothing stored."""
     engine = await start_engine(make_settings(fake_cloudtasks.host, enqueue_deadline="2s"))
     fake_cloudtasks.fail_next(10_000, grpc.StatusCode.UNAVAILABLE)
     try:
@@ -410,8 +408,7 @@ async def test_not_ready_when_the_queue_is_missing(
 async def test_ready_without_permission_to_read_queues(
     engine: CloudTasksEngine, fake_cloudtasks: FakeCloudTasks
 ) -> None:
-    """PERMISSION_DENIED on GetQueue still proves the service is reachable (the Enqueuer
-    role may create tasks but not read queues)."""
+    """PERMISSION_DENIED on GetQueue still counts as reachable: Enqueuer cannot read queues."""
     fake_cloudtasks.fail_next(1, grpc.StatusCode.PERMISSION_DENIED, "no queues.get")
     await engine.check_ready()
 
@@ -432,8 +429,8 @@ async def test_not_ready_when_nothing_listens() -> None:
 async def test_emulator_host_needs_no_credentials(
     fake_cloudtasks: FakeCloudTasks, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """With emulator_host the engine uses an insecure channel and never looks for Google
-    credentials (here they would fail: the credentials file does not exist)."""
+    """With emulator_host the engine uses an insecure channel and never looks for credentials."""
+    # Were credentials looked up, they would fail: the credentials file does not exist.
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
     engine = await start_engine(make_settings(fake_cloudtasks.host))
     try:
@@ -446,10 +443,9 @@ async def test_emulator_host_needs_no_credentials(
 async def test_without_emulator_host_google_credentials_are_required(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Without emulator_host the engine asks for Application Default Credentials and, with
-    none, fails at start with a config error saying how to provide them. (A missing
-    credentials file stands in for Google's metadata server, which cannot run here; the
-    lookup stops at the file, so nothing leaves the machine.)"""
+    """Without emulator_host and without credentials, start fails with a config error."""
+    # A missing credentials file stands in for Google's metadata server, which cannot run
+    # here; the lookup stops at the file, so nothing leaves the machine.
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
     engine = CloudTasksEngine(make_settings(None), Metrics())
     with pytest.raises(ConfigError, match="CLOUD_TASKS_EMULATOR_HOST"):
@@ -459,8 +455,8 @@ async def test_without_emulator_host_google_credentials_are_required(
 async def test_with_credentials_the_engine_starts_on_googles_endpoint(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """With credentials available (an authorized-user file; no call is made) the engine
-    starts on a TLS channel to Google's endpoint."""
+    """With credentials (an authorized-user file) the engine starts on Google's endpoint."""
+    # No call is made: the channel connects lazily.
     credentials = tmp_path / "adc.json"
     credentials.write_text(
         json.dumps(

@@ -127,8 +127,7 @@ async def received(backend: RecordingBackend, count: int) -> list[Received]:
 async def test_enqueued_task_is_durable_and_delivered_unchanged(
     harness: Harness, backend: RecordingBackend
 ) -> None:
-    """enqueue returns once the task is durable: closing the engine right after loses
-    nothing, and the backend receives method, path, query, headers and body unchanged."""
+    """A returned enqueue survives closing the engine and is delivered unchanged."""
     sent = envelope(harness.queue)
     async with harness.engine() as engine:
         result = await engine.enqueue(sent)
@@ -157,8 +156,8 @@ async def test_method_is_kept(harness: Harness, backend: RecordingBackend, metho
 
 
 async def test_schedule_time_is_respected(harness: Harness, backend: RecordingBackend) -> None:
-    """A task scheduled 2.5 s ahead arrives after an unscheduled one sent later, not
-    before its schedule time, with X-CloudTasks-TaskETA set to it."""
+    """A task scheduled ahead is not delivered early, and carries its ETA header."""
+    # Scheduled 2.5 s ahead, it must also arrive after an unscheduled one enqueued later.
     mono_minus_wall = time.monotonic() - time.time()
     when = time.time() + 2.5
     later = envelope(harness.queue, body=b"later", schedule_time=when)
@@ -213,8 +212,7 @@ def dedup_case(
 async def test_idempotency_key_is_deduplicated(
     kind: str, request: pytest.FixtureRequest, backend: RecordingBackend, tmp_path: Path
 ) -> None:
-    """The same task id and Idempotency-Key twice: the second enqueue reports a duplicate
-    of the same id, and only one task exists."""
+    """The same keyed task twice: the second is reported a duplicate; one task exists."""
     with dedup_case(kind, request, backend, tmp_path) as (harness, stored):
         keyed = envelope(harness.queue, id="k" * 40, idempotency_key="order-7", body=b"keyed")
         marker = envelope(harness.queue, body=b"marker")
