@@ -8,6 +8,7 @@ import fcntl
 import functools
 import logging
 import math
+import ssl
 from dataclasses import dataclass
 from typing import IO
 
@@ -106,6 +107,7 @@ class LocalEngine:
         self.backlogs = {queue.name: _Backlog(queue) for queue in settings.queues}
         self.dispatchers: dict[str, Dispatcher] = {}
         self._clients: list[httpx.AsyncClient] = []
+        self._ssl: ssl.SSLContext | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._lock_file: IO[bytes] | None = None
         self._closing = False
@@ -146,9 +148,12 @@ class LocalEngine:
         # httpx's pool slows down sharply with many connections (100 concurrent attempts
         # reached 300/s where 8 reached 500/s), so each queue gets pooled clients of at
         # most CLIENT_SHARD connections, one per share of its concurrency.
+        if self._ssl is None:
+            self._ssl = httpx.create_ssl_context()  # one CA bundle in memory, not one per client
         clients = [
             httpx.AsyncClient(
                 transport=self._transport,
+                verify=self._ssl,
                 follow_redirects=False,
                 trust_env=False,
                 limits=httpx.Limits(
