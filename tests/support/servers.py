@@ -1,7 +1,8 @@
-"""Real uvicorn servers on 127.0.0.1, each in a thread with its own event loop."""
+"""Real uvicorn servers on 127.0.0.1, in a thread with its own event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
@@ -41,24 +42,41 @@ def serve_in_thread(
 
     ``options`` are more uvicorn.Config arguments (the proxy's own, see run_proxy).
     """
-    port = port or free_port()
-    settings: dict[str, Any] = {"lifespan": lifespan, "log_level": "warning", "access_log": False}
-    settings.update(options)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, **settings)
-    server = _ThreadServer(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    with serve_together([(app, {"lifespan": lifespan, **options})], ports=[port]) as (url,):
+        yield url
+
+
+@contextlib.contextmanager
+def serve_together(
+    apps: list[tuple[Any, dict[str, Any]]], ports: list[int | None] | None = None
+) -> Iterator[list[str]]:
+    """Run several apps, each under its own uvicorn server, on one event loop in one thread
+    (as ``ingest-proxy serve`` runs ingress and admin); yield their base URLs."""
+    chosen = [p or free_port() for p in (ports or [None] * len(apps))]
+    servers = []
+    for (app, options), port in zip(apps, chosen, strict=True):
+        settings: dict[str, Any] = {"log_level": "warning", "access_log": False}
+        settings.update(options)
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, **settings)
+        servers.append(_ThreadServer(config))
+
+    async def run_all() -> None:
+        await asyncio.gather(*(server.serve() for server in servers))
+
+    thread = threading.Thread(target=asyncio.run, args=(run_all(),), daemon=True)
     thread.start()
     deadline = time.monotonic() + START_TIMEOUT
-    while not server.started:
+    while not all(server.started for server in servers):
         if not thread.is_alive():
             raise RuntimeError("server thread died during start-up")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"server on port {port} did not start in {START_TIMEOUT}s")
+            raise TimeoutError(f"servers on ports {chosen} did not start in {START_TIMEOUT}s")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield [f"http://127.0.0.1:{port}" for port in chosen]
     finally:
-        server.should_exit = True
+        for server in servers:
+            server.should_exit = True
         thread.join(timeout=START_TIMEOUT)
 
 
@@ -77,10 +95,11 @@ def run_proxy(settings: Settings) -> Iterator[RunningProxy]:
     same uvicorn options as ``ingest-proxy serve``."""
     app = create_app(settings)
     quiet = {"log_config": LOGGING_CONFIG, "log_level": "warning"}
-    with (
-        serve_in_thread(app, **(ingress_options(settings) | quiet)) as url,
-        serve_in_thread(create_admin_app(app), **(admin_options(settings) | quiet)) as admin_url,
-    ):
+    apps = [
+        (app, ingress_options(settings) | quiet),
+        (create_admin_app(app), admin_options(settings) | quiet),
+    ]
+    with serve_together(apps) as (url, admin_url):
         yield RunningProxy(url=url, admin_url=admin_url, app=app)
 
 
