@@ -30,6 +30,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity.wait import wait_random_exponential
 
 from proxy.config import Settings
+from proxy.engines.cloudtasks_admin import CloudTasksAdmin
 from proxy.engines.cloudtasks_channel import make_client, make_create_task_channel
 from proxy.engines.cloudtasks_request import (
     CREATE_TASK_METHOD,
@@ -87,7 +88,7 @@ class _Attempts:
         self.count = 0
 
 
-class CloudTasksEngine:
+class CloudTasksEngine(CloudTasksAdmin):
     """Persist each Envelope as a Cloud Tasks HTTP task; Cloud Tasks delivers it.
 
     One :class:`CloudTasksAsyncClient` per engine (readiness probes), opened in

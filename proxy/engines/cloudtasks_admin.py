@@ -1,0 +1,194 @@
+"""QueueAdmin over the Cloud Tasks API, mixed into :class:`CloudTasksEngine`.
+
+Cloud Tasks can pause, resume and purge queues and list, show and delete tasks; it has no
+dead-letter queue (a task out of attempts is deleted), so those calls answer 501 with the
+reason. It reports no queue depth through the v2 API either: those fields stay empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from google.api_core import exceptions as core_exceptions
+from google.cloud.tasks_v2 import (
+    CloudTasksAsyncClient,
+    DeleteTaskRequest,
+    GetQueueRequest,
+    GetTaskRequest,
+    ListTasksRequest,
+    PauseQueueRequest,
+    PurgeQueueRequest,
+    Queue,
+    ResumeQueueRequest,
+    Task,
+)
+
+from proxy.config import Settings
+from proxy.engines.admin import DeadLetterInfo, Page, QueueInfo, QueueState, TaskInfo
+from proxy.engines.cloudtasks_request import QueueTarget
+from proxy.errors import EngineUnavailableError, NotFoundError, NotSupportedError
+
+T = TypeVar("T")
+ADMIN_TIMEOUT = 30.0
+NO_DEAD_LETTERS = (
+    "Cloud Tasks has no dead-letter queue: a task that runs out of attempts is deleted. "
+    "Record last attempts in the backend (X-CloudTasks-TaskRetryCount), or use the embedded "
+    "engine, which keeps them."
+)
+_STATES: dict[int, QueueState] = {
+    Queue.State.RUNNING: "running",
+    Queue.State.PAUSED: "paused",
+    Queue.State.DISABLED: "disabled",
+}
+
+
+class CloudTasksAdmin:
+    """The QueueAdmin operations; the engine provides the client and the queue paths."""
+
+    _settings: Settings
+    _targets: dict[str, QueueTarget]
+
+    def _started_client(self) -> CloudTasksAsyncClient:  # pragma: no cover - the engine's
+        raise NotImplementedError
+
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        except core_exceptions.NotFound as exc:
+            raise NotFoundError(f"{what}: not found in Cloud Tasks ({exc.message}).") from exc
+        except core_exceptions.GoogleAPICallError as exc:
+            raise EngineUnavailableError(
+                f"{what}: Cloud Tasks refused the call ({exc.message}).", retry_after=5
+            ) from exc
+
+    def _path(self, queue: str) -> str:
+        return self._targets[queue].path
+
+    def _queue_info(self, name: str, queue: Queue) -> QueueInfo:
+        settings = self._settings.queue(name)
+        limits = queue.rate_limits
+        return QueueInfo(
+            name=name,
+            state=_STATES.get(int(queue.state), "running"),
+            target=settings.target,
+            rate=float(limits.max_dispatches_per_second or settings.rate),
+            burst=int(limits.max_burst_size or settings.effective_burst),
+            concurrency=int(limits.max_concurrent_dispatches or settings.concurrency),
+        )
+
+    def _task_info(self, queue: str, task: Task, *, full: bool) -> TaskInfo:
+        request = task.http_request
+        url = urlsplit(request.url)
+        base = urlsplit(self._settings.queue(queue).target).path.rstrip("/")
+        path = url.path[len(base) :] if base and url.path.startswith(base) else url.path
+        return TaskInfo(
+            id=task.name.rsplit("/", 1)[-1],
+            queue=queue,
+            method=request.http_method.name,
+            path=path or "/",
+            query=url.query,
+            created_at=task.create_time.timestamp() if task.create_time else 0.0,
+            schedule_time=task.schedule_time.timestamp() if task.schedule_time else 0.0,
+            dispatch_count=int(task.dispatch_count),
+            response_count=int(task.response_count),
+            body_bytes=len(request.body),
+            headers=tuple(sorted(request.headers.items())) if full else None,
+            body=bytes(request.body) if full else None,
+        )
+
+    async def list_queues(self) -> list[QueueInfo]:
+        """Every configured queue as Cloud Tasks reports it (state and rate limits)."""
+        client = self._started_client()
+        infos = []
+        for name in self._targets:
+            queue = await self._call(
+                f"Queue {name}",
+                lambda n=name: client.get_queue(  # type: ignore[misc]
+                    request=GetQueueRequest(name=self._path(n)), timeout=ADMIN_TIMEOUT
+                ),
+            )
+            infos.append(self._queue_info(name, queue))
+        return infos
+
+    async def pause_queue(self, queue: str) -> QueueInfo:
+        """PauseQueue: dispatch stops, tasks can still be added."""
+        client = self._started_client()
+        request = PauseQueueRequest(name=self._path(queue))
+        result = await self._call(
+            f"Queue {queue}", lambda: client.pause_queue(request=request, timeout=ADMIN_TIMEOUT)
+        )
+        return self._queue_info(queue, result)
+
+    async def resume_queue(self, queue: str) -> QueueInfo:
+        """ResumeQueue."""
+        client = self._started_client()
+        request = ResumeQueueRequest(name=self._path(queue))
+        result = await self._call(
+            f"Queue {queue}", lambda: client.resume_queue(request=request, timeout=ADMIN_TIMEOUT)
+        )
+        return self._queue_info(queue, result)
+
+    async def purge_queue(self, queue: str) -> int | None:
+        """PurgeQueue (takes up to a minute in Cloud Tasks; the count is not reported)."""
+        client = self._started_client()
+        request = PurgeQueueRequest(name=self._path(queue))
+        await self._call(
+            f"Queue {queue}", lambda: client.purge_queue(request=request, timeout=ADMIN_TIMEOUT)
+        )
+        return None
+
+    async def list_tasks(
+        self, queue: str, *, limit: int, cursor: str | None, full: bool = False
+    ) -> Page[TaskInfo]:
+        """ListTasks, one page (BASIC or FULL view)."""
+        client = self._started_client()
+        view = Task.View.FULL if full else Task.View.BASIC
+        request = ListTasksRequest(
+            parent=self._path(queue), page_size=limit, page_token=cursor or "", response_view=view
+        )
+        pager = await self._call(
+            f"Queue {queue}", lambda: client.list_tasks(request=request, timeout=ADMIN_TIMEOUT)
+        )
+        async for page in pager.pages:
+            tasks = [self._task_info(queue, t, full=full) for t in page.tasks]
+            return Page(tasks, page.next_page_token or None)
+        return Page([])
+
+    async def get_task(self, queue: str, task_id: str) -> TaskInfo:
+        """GetTask, FULL view."""
+        client = self._started_client()
+        request = GetTaskRequest(
+            name=self._targets[queue].task_name(task_id), response_view=Task.View.FULL
+        )
+        task = await self._call(
+            f"Task {task_id}", lambda: client.get_task(request=request, timeout=ADMIN_TIMEOUT)
+        )
+        return self._task_info(queue, task, full=True)
+
+    async def delete_task(self, queue: str, task_id: str) -> None:
+        """DeleteTask (only for tasks not yet completed)."""
+        client = self._started_client()
+        request = DeleteTaskRequest(name=self._targets[queue].task_name(task_id))
+        await self._call(
+            f"Task {task_id}", lambda: client.delete_task(request=request, timeout=ADMIN_TIMEOUT)
+        )
+
+    async def list_dead_letters(
+        self, queue: str, *, limit: int, cursor: str | None
+    ) -> Page[DeadLetterInfo]:
+        """Not offered: see :data:`NO_DEAD_LETTERS`."""
+        raise NotSupportedError(NO_DEAD_LETTERS)
+
+    async def replay_dead_letter(self, queue: str, task_id: str) -> None:
+        """Not offered: see :data:`NO_DEAD_LETTERS`."""
+        raise NotSupportedError(NO_DEAD_LETTERS)
+
+    async def replay_dead_letters(self, queue: str) -> int:
+        """Not offered: see :data:`NO_DEAD_LETTERS`."""
+        raise NotSupportedError(NO_DEAD_LETTERS)
+
+    async def drop_dead_letter(self, queue: str, task_id: str) -> None:
+        """Not offered: see :data:`NO_DEAD_LETTERS`."""
+        raise NotSupportedError(NO_DEAD_LETTERS)
