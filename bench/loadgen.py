@@ -31,6 +31,7 @@ class LoadResult:
     elapsed: float = 0.0
     statuses: Counter[int] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list, repr=False)
+    completed_at: list[float] = field(default_factory=list, repr=False)  # time.monotonic()
 
     @property
     def throughput(self) -> float:
@@ -139,6 +140,7 @@ async def run_load(
                     reader, writer = await asyncio.open_connection(host, port)
                     continue
                 result.latencies.append(time.perf_counter() - sent)
+                result.completed_at.append(time.monotonic())
                 result.statuses[status] += 1
                 result.requests += 1
         finally:
