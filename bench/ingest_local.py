@@ -1,13 +1,14 @@
 """Durable ingest throughput of the embedded engine against a bare Starlette app, in one run.
 
-    .venv/bin/python -m bench.ingest_local [--requests 30000] [--rounds 3] [--skip-million]
+    .venv/bin/python -m bench.ingest_local [--requests 20000] [--rounds 5] [--skip-million]
 
 The server under test runs on CPU 0 (``taskset``), this load generator on CPU 1; 64
 keep-alive connections send ~1 KiB POST bodies (bench/loadgen.py). Measured, with
 ``synchronous=FULL``:
 
-1. bare Starlette app (bench/bare_app.py) vs ``python -m proxy serve`` (embedded engine),
-   alternating ``--rounds`` times; medians and their ratio (goal >= 85 %);
+1. per round: the bare Starlette app (bench/bare_app.py), the proxy's ingress over a no-op
+   engine, and ``python -m proxy serve`` (embedded engine); the median of the per-round
+   proxy/bare ratios (goal >= 85 %) and CPU microseconds per request by thread;
 2. the proxy with a simulated slow disk: the bench-only env var
    ``INGEST_PROXY_BENCH_ONLY_COMMIT_DELAY_MS=5`` adds 5 ms to every durable commit;
 3. p50/p99 latency of the proxy in open loop at half its measured throughput;
@@ -248,8 +249,8 @@ def summary(runs: list[Run]) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=30_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--backlog", type=int, default=1_000_000)
     parser.add_argument("--skip-million", action="store_true")
     parser.add_argument("--serve-noop-ingress", type=int, metavar="PORT", help=argparse.SUPPRESS)

@@ -6,6 +6,11 @@ Jobs that need durability (enqueues) make the batch commit with the configured
 ``synchronous`` level; batches of bookkeeping only (leases, completions, retries) commit
 with ``NORMAL``: in WAL mode they survive a process crash, and losing one to a power cut
 only means a task is delivered again, which at-least-once delivery allows.
+
+Under load (the previous batch held more than one enqueue) the thread waits
+``GATHER_SECONDS`` before taking a batch, so the event loop, which shares the core, can
+hand over more enqueues: fewer, larger commits cost less CPU per task. An idle proxy
+commits at once.
 """
 
 from __future__ import annotations
