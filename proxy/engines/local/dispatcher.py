@@ -114,6 +114,9 @@ class Dispatcher:
             return wait
         limit = min(free, max(1, int(self.bucket.available(mono) + 1e-9)), LEASE_BATCH)
         now = self.clock.time()
+        # Idle from here on: a notify() that arrives while the lease query runs must wake
+        # the next sleep, or a task enqueued meanwhile waits for the next due time.
+        self._idle = True
         lease = await self.store.lease(
             self.queue.name, now, limit, now + self.queue.dispatch_deadline + LEASE_MARGIN
         )
