@@ -52,6 +52,10 @@ MAX_IDEMPOTENCY_KEY = 255
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _IDEMPOTENCY_RE = re.compile(r"^[\x20-\x7e]+$")
+# What may be delivered (RFC 9110 token and field-value, obs-text excluded): anything else
+# could not be sent by the HTTP client (non-ASCII) or would split a header (CR, LF, NUL).
+_TOKEN_RE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_BAD_VALUE_RE = re.compile(rb"[^\t\x20-\x7e]")
 
 
 def filter_headers(
@@ -64,6 +68,9 @@ def filter_headers(
     """The client's headers that may be delivered, as lower-case ``(name, value)`` pairs.
 
     ``drop`` names more headers to remove (e.g. the one that carried the proxy's API key).
+    Raises :class:`BadRequestError` (``invalid_header``) when a header to deliver has a
+    name that is not an HTTP token or a value with a control character (HTAB aside) or a
+    byte outside ASCII: such a task could never be delivered.
     """
     dropped: set[str] = set(drop)
     for raw_name, raw_value in raw:
@@ -78,8 +85,19 @@ def filter_headers(
             continue
         if name == "cookie" and not forward_cookies:
             continue
+        if _BAD_VALUE_RE.search(raw_value) is not None or _TOKEN_RE.fullmatch(raw_name) is None:
+            raise _invalid_header(raw_name)
         kept.append((name, raw_value.decode("latin-1")))
     return kept
+
+
+def _invalid_header(raw_name: bytes) -> BadRequestError:
+    shown = raw_name.decode("latin-1") if _TOKEN_RE.fullmatch(raw_name) else "a header"
+    return BadRequestError(
+        f"{shown[:64]} has a character that cannot be delivered: use printable ASCII "
+        "(and tabs) in header values and an HTTP token as the name.",
+        code="invalid_header",
+    )
 
 
 def request_id_from(value: str | None) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -53,6 +54,12 @@ _CONTROL = frozenset(
 )
 ALLOWED_METHODS = frozenset({"POST", "GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+# Characters RFC 3986 does not allow as they are (and a "%" that starts no escape): they
+# are percent-encoded, so the delivery URL is the same for every engine and HTTP client.
+_UNSAFE_PATH = re.compile(r"%(?![0-9A-Fa-f]{2})|[^A-Za-z0-9/%:@!$&'()*+,;=._~-]")
+_UNSAFE_QUERY = re.compile(r"%(?![0-9A-Fa-f]{2})|[^A-Za-z0-9/?%:@!$&'()*+,;=._~-]")
+# host [":" port]: a reg-name (letters, digits, "-._~", sub-delims, %XX) or an IP literal.
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]{0,5})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +106,10 @@ class Ingress:
         queue_name = "-"
         info: dict[str, object] = {}
         try:
-            route = self._route(scope)
+            host = _host_of(scope)
+            route = self._route(scope["path"], host)
             queue_name = route.queue.name
-            status, headers, body = await self._accept(scope, receive, route, info)
+            status, headers, body = await self._accept(scope, receive, route, host, info)
         except ProxyError as exc:
             self.metrics.enqueue_errors.labels(exc.code).inc()
             status, headers, body = error_response_parts(exc)
@@ -121,20 +129,20 @@ class Ingress:
             )
             logger.info("request", extra={"fields": info})
 
-    def _route(self, scope: Scope) -> _Route:
-        path = scope["path"]
-        host = ""
-        for name, value in scope["headers"]:
-            if name == b"host":
-                host = value.decode("latin-1").lower().rsplit(":", 1)[0] if value else ""
-                break
+    def _route(self, path: str, host: str | None) -> _Route:
+        name = host.lower().rsplit(":", 1)[0] if host else ""
         for route in self.routes:
-            if route.matches(path, host):
+            if route.matches(path, name):
                 return route
         raise AssertionError("the catch-all route always matches")  # pragma: no cover
 
     async def _accept(
-        self, scope: Scope, receive: Receive, route: _Route, info: dict[str, object]
+        self,
+        scope: Scope,
+        receive: Receive,
+        route: _Route,
+        host: str | None,
+        info: dict[str, object],
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         method = scope["method"]
         if method not in ALLOWED_METHODS:
@@ -161,7 +169,9 @@ class Ingress:
         info["request_id"] = request_id
         path = self._delivery_path(scope, route)
         query = scope.get("query_string", b"").decode("latin-1")
-        forwarded = self._headers(scope, route, raw_headers, request_id, drop)
+        if query and _UNSAFE_QUERY.search(query) is not None:
+            query = _UNSAFE_QUERY.sub(_percent_encode, query)
+        forwarded = self._headers(scope, route, raw_headers, host, request_id, drop)
         if content_length is not None and content_length > self.max_body:
             raise BodyTooLargeError(_too_large(self.max_body))
         try:
@@ -235,8 +245,8 @@ class Ingress:
             raise BadRequestError(
                 "The request target must be a path starting with '/'.", code="invalid_target"
             )
-        if any(c <= " " or c > "~" for c in path):
-            path = quote(path, safe=_PATH_SAFE)
+        if _UNSAFE_PATH.search(path) is not None:
+            path = _UNSAFE_PATH.sub(_percent_encode, path)
         if ("." in path or "%2" in path) and _has_dot_segment(path):
             raise BadRequestError(
                 "The path may not contain '.' or '..' segments.", code="invalid_path"
@@ -252,6 +262,7 @@ class Ingress:
         scope: Scope,
         route: _Route,
         raw_headers: list[tuple[bytes, bytes]],
+        host: str | None,
         request_id: str,
         drop: frozenset[str],
     ) -> list[tuple[str, str]]:
@@ -265,10 +276,8 @@ class Ingress:
         if client:
             forwarded.append(("x-forwarded-for", str(client[0])))
         forwarded.append(("x-forwarded-proto", str(scope.get("scheme", "http"))))
-        for name, value in raw_headers:
-            if name == b"host":
-                forwarded.append(("x-forwarded-host", value.decode("latin-1")))
-                break
+        if host is not None:
+            forwarded.append(("x-forwarded-host", host))
         forwarded.append(("x-request-id", request_id))
         size = sum(len(name) + len(value) + 4 for name, value in forwarded)
         if size > self.max_headers:
@@ -298,12 +307,38 @@ class Ingress:
 
 
 def _has_dot_segment(path: str) -> bool:
-    """Whether a segment is ``.`` or ``..`` (also percent-encoded): such a path could climb
-    out of the target's base path once a client or server normalises it."""
-    for segment in path.split("/"):
-        if segment.replace("%2e", ".").replace("%2E", ".") in (".", ".."):
-            return True
-    return False
+    """Whether a segment is ``.`` or ``..`` (also percent-encoded, and also between
+    backslashes or encoded slashes, which some servers treat as ``/``): such a path could
+    climb out of the target's base path once a client or server normalises it."""
+    text = path.lower().replace("%2e", ".").replace("%2f", "/").replace("%5c", "/")
+    return any(segment in (".", "..") for segment in text.split("/"))
+
+
+def _percent_encode(match: re.Match[str]) -> str:
+    """``%XX`` for a character a URL may not carry as it is (the request's own byte)."""
+    return "".join(f"%{byte:02X}" for byte in match.group().encode("latin-1"))
+
+
+def _host_of(scope: Scope) -> str | None:
+    """The request's one Host header (``None`` when an HTTP/1.0 request has none).
+
+    Raises :class:`BadRequestError` (``invalid_host``) for what RFC 9112 says a server must
+    refuse with 400: an HTTP/1.1 request without Host, several Host headers, or a value
+    that is not ``host[:port]``. The value is delivered as ``X-Forwarded-Host``.
+    """
+    found: bytes | None = None
+    for name, value in scope["headers"]:
+        if name == b"host":
+            if found is not None:
+                raise BadRequestError("Send one Host header, not several.", code="invalid_host")
+            found = value
+    if found is None:
+        if scope.get("http_version", "1.1") == "1.0":
+            return None
+        raise BadRequestError("An HTTP/1.1 request needs a Host header.", code="invalid_host")
+    if _HOST.fullmatch(found) is None:
+        raise BadRequestError("The Host header is not a host[:port].", code="invalid_host")
+    return found.decode("ascii")
 
 
 def _content_length(value: bytes) -> int:

@@ -1,9 +1,13 @@
-"""uvicorn's httptools protocol with a deadline for request headers (slowloris defence).
+"""uvicorn's httptools protocol with a deadline and a size cap for request heads.
 
 uvicorn times out idle keep-alive connections but not a client that trickles its request
 line and headers: such a connection would be held forever. Here the headers of every
 request must be complete within ``header_timeout`` seconds of the connection opening or of
 the request's first byte; otherwise the client gets 408 and the connection is closed.
+
+Nor does uvicorn bound the size of a request head: a client could stream hundreds of
+megabytes of one header line into memory before the ingress ever sees it. Here a head
+larger than ``max_head_bytes`` gets 431 and the connection is closed, without reading on.
 """
 
 from __future__ import annotations
@@ -22,10 +26,20 @@ _RESPONSE = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
     b"connection: close\r\ncontent-length: " + str(len(_BODY)).encode() + b"\r\n\r\n" + _BODY
 )
+_TOO_LARGE_BODY = error_body("headers_too_large", "The request line and headers are too large.")
+_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+    b"connection: close\r\ncontent-length: "
+    + str(len(_TOO_LARGE_BODY)).encode()
+    + b"\r\n\r\n"
+    + _TOO_LARGE_BODY
+)
 
 
-def guarded_protocol(header_timeout: float) -> type[HttpToolsProtocol]:
-    """An HttpToolsProtocol class whose requests must send their headers within the limit."""
+def guarded_protocol(header_timeout: float, max_head_bytes: int) -> type[HttpToolsProtocol]:
+    """An HttpToolsProtocol class whose requests must send their headers within
+    ``header_timeout`` seconds and in at most about ``max_head_bytes`` bytes (the check
+    runs per read, so a head is refused once the reads that did not complete it pass it)."""
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         def __init__(
@@ -33,9 +47,11 @@ def guarded_protocol(header_timeout: float) -> type[HttpToolsProtocol]:
         ) -> None:
             super().__init__(config, server_state, app_state, **kw)
             self._header_timer: asyncio.TimerHandle | None = None
+            self._head_bytes = 0
 
         def _arm(self) -> None:
             self._disarm()
+            self._head_bytes = 0
             self._header_timer = self.loop.call_later(header_timeout, self._headers_late)
 
         def _disarm(self) -> None:
@@ -45,9 +61,25 @@ def guarded_protocol(header_timeout: float) -> type[HttpToolsProtocol]:
 
         def _headers_late(self) -> None:
             self._header_timer = None
+            self._refuse(_RESPONSE)
+
+        def _refuse(self, response: bytes) -> None:
+            self._disarm()
             if not self.transport.is_closing():
-                self.transport.write(_RESPONSE)
+                self.transport.write(response)
                 self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            if self.transport.is_closing():
+                return  # refused already: read no further
+            in_head = self._header_timer is not None
+            super().data_received(data)
+            # Count only reads after which the head is still incomplete, so a body that
+            # arrives in the same read as the end of the headers is never counted.
+            if in_head and self._header_timer is not None:
+                self._head_bytes += len(data)
+                if self._head_bytes > max_head_bytes:
+                    self._refuse(_TOO_LARGE)
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)

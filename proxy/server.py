@@ -22,6 +22,7 @@ from proxy.protocol import guarded_protocol
 from proxy.runtime import Runtime
 
 logger = logging.getLogger("ingest_proxy")
+HEAD_ALLOWANCE = 16 * 1024  # bytes of a request head beyond limits.max_header_bytes
 
 
 class _Server(uvicorn.Server):
@@ -44,8 +45,17 @@ def ingress_options(settings: Settings) -> dict[str, Any]:
         "timeout_graceful_shutdown": int(server.shutdown_grace),
         "access_log": False,  # the ingress writes its own request log, without query strings
         "log_config": None,
-        "http": guarded_protocol(server.header_timeout),
+        "http": guarded_protocol(server.header_timeout, max_head_bytes(settings)),
+        # No WebSockets: an Upgrade request is an ordinary request (its Upgrade and
+        # Connection headers are hop-by-hop, never delivered), not a 500.
+        "ws": "none",
     }
+
+
+def max_head_bytes(settings: Settings) -> int:
+    """Largest request head (request line and all headers) the ingress reads: room for
+    the forwarded headers' limit, a delivery URL and the headers the proxy drops."""
+    return settings.limits.max_header_bytes + HEAD_ALLOWANCE
 
 
 def admin_options(settings: Settings) -> dict[str, Any]:
