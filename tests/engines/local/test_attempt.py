@@ -15,11 +15,6 @@ pytestmark = pytest.mark.anyio
 REQUEST = OutgoingRequest("POST", "http://backend.test/x", {"content-type": "a/b"}, b"hi")
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def test_retry_after_seconds() -> None:
     """Delta seconds are taken as they are."""
     assert parse_retry_after("3", now=0) == 3

@@ -22,11 +22,6 @@ pytestmark = pytest.mark.anyio
 Answer = Callable[[httpx.Request], httpx.Response]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @dataclass
 class Rig:
     """A dispatcher on a real store, a manual clock and an in-process backend."""

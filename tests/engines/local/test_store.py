@@ -18,11 +18,6 @@ from proxy.errors import EngineUnavailableError
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def envelope(n: int, *, queue: str = "q", key: str | None = None, at: float = 1000.0,
              schedule: float | None = None, body: bytes | None = None) -> Envelope:  # fmt: skip
     return Envelope(
@@ -269,7 +264,7 @@ async def test_read_only_store_is_unavailable(h: Harness) -> None:
 
 async def test_locked_database_is_unavailable(h: Harness) -> None:
     """Another process holding the write lock makes enqueues fail, not hang."""
-    h.store.writer.busy_timeout = 0.2
+    await run_on_writer(h.store, lambda c: c.execute("PRAGMA busy_timeout=200"))
     other = sqlite3.connect(h.path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
