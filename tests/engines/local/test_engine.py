@@ -12,7 +12,7 @@ from proxy.config import Settings, settings_from_dict
 from proxy.engines.local import LocalEngine
 from proxy.engines.local.store import Store
 from proxy.envelope import Envelope
-from proxy.errors import EngineUnavailableError, TaskRejectedError
+from proxy.errors import BacklogFullError, EngineUnavailableError, TaskRejectedError
 from proxy.metrics import Metrics
 
 pytestmark = pytest.mark.anyio
@@ -113,3 +113,28 @@ async def test_shutdown_releases_attempts_still_running(tmp_path: Path) -> None:
         assert [t.envelope.id for t in lease.tasks] == ["t1"]
     finally:
         store.close()
+
+
+async def test_backlog_bound_in_bytes(tmp_path: Path) -> None:
+    """max_backlog_bytes refuses a task whose body would pass the bound, with a Retry-After."""
+    never = engine(tmp_path, lambda r: httpx.Response(500), max_backlog_bytes=10, rate=1)
+    await never.start()
+    try:
+        await never.enqueue(envelope(1))
+        await never.enqueue(envelope(2))  # 8 of 10 bytes
+        with pytest.raises(BacklogFullError) as full:
+            await never.enqueue(envelope(3))
+        assert full.value.retry_after is not None
+        assert full.value.retry_after >= 1
+        assert never.backlogs["q"].tasks == 2
+    finally:
+        await never.aclose()
+
+
+def test_default_bound_when_none_is_set(tmp_path: Path) -> None:
+    """Without max_backlog_tasks or _bytes a queue holds at most 1,000,000 tasks / 1 GiB;
+    with only one of them set, only that one applies."""
+    default = engine(tmp_path).backlogs["q"]
+    assert (default.max_tasks, default.max_bytes) == (1_000_000, 1024**3)
+    only_tasks = engine(tmp_path, max_backlog_tasks=5).backlogs["q"]
+    assert (only_tasks.max_tasks, only_tasks.max_bytes) == (5, float("inf"))
