@@ -105,15 +105,21 @@ class Ingress:
         in_flight.inc()
         queue_name = "-"
         info: dict[str, object] = {}
+        body_read = [False]
         try:
             host = _host_of(scope)
             route = self._route(scope["path"], host)
             queue_name = route.queue.name
-            status, headers, body = await self._accept(scope, receive, route, host, info)
+            status, headers, body = await self._accept(scope, receive, route, host, info, body_read)
         except ProxyError as exc:
             self.metrics.enqueue_errors.labels(exc.code).inc()
             status, headers, body = error_response_parts(exc)
             info["error"] = exc.code
+            if not body_read[0] and _declares_body(scope["headers"]):
+                # Refused before its body was read (too large, too slow, bad headers): close
+                # the connection rather than read on, or a client dripping the rest of the
+                # body would hold it open with no deadline.
+                headers.append((b"connection", b"close"))
         finally:
             in_flight.dec()
         self.metrics.requests.labels(queue_name, str(status)).inc()
@@ -143,6 +149,7 @@ class Ingress:
         route: _Route,
         host: str | None,
         info: dict[str, object],
+        body_read: list[bool],
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         method = scope["method"]
         if method not in ALLOWED_METHODS:
@@ -153,11 +160,22 @@ class Ingress:
         raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
         control: dict[bytes, str] = {}
         content_length: int | None = None
+        upgrade = False
         for name, value in raw_headers:
             if name in _CONTROL:
                 control[name] = value.decode("latin-1")
             elif name == b"content-length":
                 content_length = _content_length(value)
+            elif name == b"upgrade":
+                upgrade = True
+        if upgrade and _declares_body(raw_headers):
+            # The HTTP parser hands what follows an Upgrade request's head to the new
+            # protocol, so its body would be lost: refuse rather than deliver it empty.
+            raise BadRequestError(
+                "A request asking for a protocol upgrade cannot carry a body; "
+                "send it without the Upgrade header.",
+                code="upgrade_with_body",
+            )
         drop = self._authenticate(route, control)
         now = time.time()
         schedule_time = schedule_time_from(
@@ -177,6 +195,7 @@ class Ingress:
         try:
             async with asyncio.timeout(self.body_timeout):
                 body = await self._read_body(receive)
+            body_read[0] = True
         except TimeoutError:
             raise RequestTimeoutError(
                 f"The request body did not arrive within {self.body_timeout:g} seconds."
@@ -304,6 +323,14 @@ class Ingress:
             if not message.get("more_body", False):
                 break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _declares_body(raw_headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the request says a body follows (Content-Length above 0 or chunked)."""
+    for name, value in raw_headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip(b"0")):
+            return True
+    return False
 
 
 def _has_dot_segment(path: str) -> bool:
