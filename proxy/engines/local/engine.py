@@ -79,8 +79,14 @@ class LocalEngine:
     (``FULL``: fsync'd). Each queue has a backlog bound (``max_backlog_tasks`` and/or
     ``max_backlog_bytes``; when neither is set, 1,000,000 tasks and 1 GiB of bodies); beyond
     it :meth:`enqueue` raises :class:`BacklogFullError` with a Retry-After of the time the
-    dispatcher needs to free a tenth of the bound at its current rate (1 s to 1 h).
-    ``clock`` and ``transport`` exist for tests.
+    dispatcher needs to free a tenth of the bound at its current rate (1 s to 1 h). A store
+    that cannot write (disk full, database locked, read-only) gives
+    :class:`EngineUnavailableError` (503) and stores nothing.
+
+    One process owns the file: ``<db>.lock`` is locked (``flock``) while the engine runs, and
+    a second engine on the same file refuses to start. On start, attempts that an earlier
+    process left in flight (killed, crashed) are due again at once; delivery is at least
+    once. ``clock`` and ``transport`` exist for tests.
     """
 
     name = "local"
