@@ -93,6 +93,7 @@ class Writer:
         self._closed = False
         self._sync_now = ""
         self.last_failure: tuple[float, str] | None = None  # (monotonic time, reason)
+        self._identity: tuple[int, int] | None = None
         delay = os.environ.get(BENCH_COMMIT_DELAY_ENV, "")
         self._commit_delay = float(delay) / 1000 if delay else 0.0
 
@@ -154,6 +155,7 @@ class Writer:
         )
         conn.execute("PRAGMA journal_mode=WAL").fetchone()
         conn.execute("PRAGMA journal_size_limit=67108864")
+        self._identity = _identity(self.path)
         return conn
 
     def _main(self, init: Callable[[sqlite3.Connection], Any], ready: ThreadFuture[Any]) -> None:
@@ -224,6 +226,10 @@ class Writer:
         durable = sum(1 for job in jobs if job.durable)
         results: list[tuple[_Job, Any, BaseException | None]] = []
         try:
+            if durable and _identity(self.path) != self._identity:
+                # Deleted or replaced under us: SQLite would go on writing to the old inode,
+                # and every task "stored" there would be gone at the next start.
+                raise sqlite3.OperationalError("the database file was removed or replaced")
             self._set_sync(conn, self.synchronous if durable else "NORMAL")
             conn.execute("BEGIN IMMEDIATE")
             groups: dict[Group, list[_Job]] = {}
@@ -289,3 +295,12 @@ def _settle(entries: list[tuple[_Job, Any, BaseException | None]]) -> None:
             future.set_exception(error)
         else:
             future.set_result(value)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the database file, ``None`` when it is gone."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino

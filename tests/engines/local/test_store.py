@@ -290,3 +290,14 @@ async def test_closed_store_refuses_work(h: Harness) -> None:
         h.store.enqueue(envelope(1))
     h.store = h.make()
     h.store.open(["q"])
+
+
+async def test_deleted_database_file_is_unavailable(h: Harness) -> None:
+    """If the file is deleted under a running store, enqueues fail instead of being written
+    to an unlinked file that the next start would never see."""
+    await h.store.enqueue(envelope(1))
+    h.path.unlink()
+    with pytest.raises(EngineUnavailableError, match="removed or replaced"):
+        await h.store.enqueue(envelope(2))
+    with pytest.raises(EngineUnavailableError):
+        await h.store.probe()
