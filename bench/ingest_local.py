@@ -12,8 +12,8 @@ keep-alive connections send ~1 KiB POST bodies (bench/loadgen.py). Measured, wit
 2. the proxy with a simulated slow disk: the bench-only env var
    ``INGEST_PROXY_BENCH_ONLY_COMMIT_DELAY_MS=5`` adds 5 ms to every durable commit;
 3. p50/p99 latency of the proxy in open loop at half its measured throughput;
-4. the proxy with 1,000,000 tasks already queued (prefilled in the same file; goal >= 90 %
-   of the empty-queue throughput), and its RSS afterwards next to the empty-queue RSS.
+4. the proxy on a database prefilled with 1,000,000 tasks against an empty database, in
+   alternating rounds (goal >= 90 % of the empty-queue throughput), and its RSS in both.
 
 The proxy delivers to a closed port at 1 task/s, so delivery costs next to nothing.
 Everything is bounded in count and time, and traffic stays on 127.0.0.1.
