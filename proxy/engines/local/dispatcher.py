@@ -41,6 +41,7 @@ from proxy.errors import EngineError
 from proxy.metrics import Metrics
 
 logger = logging.getLogger("ingest_proxy.local")
+delivery_log = logging.getLogger("ingest_proxy.delivery")
 
 LEASE_BATCH = 100  # tasks taken per store round trip at most
 LEASE_MARGIN = 30.0  # seconds a lease outlives the dispatch deadline
@@ -216,29 +217,58 @@ class Dispatcher:
         started = self.clock.time()
         started_mono = self.clock.monotonic()
         outcome = await attempt.send(client, request, deadline=queue.dispatch_deadline, now=started)
-        self._delivery_seconds.observe(self.clock.monotonic() - started_mono)
+        latency = self.clock.monotonic() - started_mono
+        self._delivery_seconds.observe(latency)
         self._dispatches[outcome.kind].inc()
+        attempts = task.attempts + 1
         if outcome.success:
             await self.store.complete(task)
-            self._task_attempts.observe(task.attempts + 1)
+            self._task_attempts.observe(attempts)
             self.on_done(task.size, False)
+            self._log(task, outcome, attempts, latency, "done")
             return
         now = self.clock.time()
         if outcome.throttles:
             self.throttle.throttled(self.clock.monotonic(), outcome.retry_after)
         result = AttemptResult(started, outcome.status, outcome.executed, outcome.error)
         first = task.first_attempt_at if task.first_attempt_at is not None else started
-        attempts = task.attempts + 1
         if not should_retry(queue.retry, attempts=attempts, first_attempt_at=first, now=now):
             await self.store.dead_letter(task, result, now)
             self._task_attempts.observe(attempts)
             self.on_done(task.size, True)
-            logger.warning(
-                "queue %s: task %s dead-lettered after %d attempts (last: %s)",
-                queue.name, task.envelope.id, attempts, outcome.status or outcome.error,
-            )  # fmt: skip
+            self._log(task, outcome, attempts, latency, "dead_letter", level=logging.WARNING)
             return
         delay = backoff_delay(queue.retry, attempts - 1)
         if outcome.retry_after is not None:
             delay = max(delay, outcome.retry_after)
         await self.store.retry(task, result, now + delay)
+        self._log(task, outcome, attempts, latency, "retry", retry_in=round(delay, 3))
+
+    def _log(
+        self,
+        task: LeasedTask,
+        outcome: attempt.Outcome,
+        attempts: int,
+        latency: float,
+        result: str,
+        *,
+        level: int = logging.INFO,
+        **extra: object,
+    ) -> None:
+        """One line per attempt (never the body or the query string)."""
+        if not delivery_log.isEnabledFor(level):
+            return
+        fields: dict[str, object] = {
+            "queue": self.queue.name,
+            "task": task.envelope.id,
+            "request_id": task.envelope.request_id,
+            "attempt": attempts,
+            "status": outcome.status,
+            "outcome": outcome.kind,
+            "latency_ms": round(latency * 1000, 3),
+            "result": result,
+            **extra,
+        }
+        if outcome.status is None:
+            fields["error"] = outcome.error
+        delivery_log.log(level, "delivery", extra={"fields": fields})
