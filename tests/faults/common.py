@@ -1,0 +1,53 @@
+"""Helpers shared by the fault tests: metrics read from the admin listener, settings."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from proxy.config import RetrySettings, Settings, settings_from_dict
+from proxy.engines.retry import backoff_delay
+
+TIMEOUT = 30.0  # seconds for any one wait: generous, CI machines are noisy
+
+
+def metric(admin_url: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels`` (0 if none)."""
+    text = httpx.get(admin_url + "/metrics", timeout=10).text
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(rf"^{re.escape(name)}(?:\{{(.*)\}})? (\S+)$", line)
+        if not match:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(match.group(2))
+    return total
+
+
+def local_settings(tmp_path: Path, target: str, **queue: Any) -> Settings:
+    """One embedded-engine queue ``q`` to ``target``, database in ``tmp_path``."""
+    return settings_from_dict(
+        {
+            "queues": [{"name": "q", "target": target, **queue}],
+            "local": {"db": str(tmp_path / "tasks.db")},
+            "server": {"port": 0, "admin_port": 0},
+        }
+    )
+
+
+def earliest_start(retry: RetrySettings, attempt: int) -> float:
+    """Seconds after the first attempt before which attempt number ``attempt`` (0 is the
+    first) cannot start: the sum of the backoff delays before it."""
+    return sum(backoff_delay(retry, k) for k in range(attempt))
+
+
+def most_attempts(retry: RetrySettings, elapsed: float) -> int:
+    """The most attempts one task can have made ``elapsed`` seconds after its first."""
+    attempts = 1
+    while earliest_start(retry, attempts) <= elapsed:
+        attempts += 1
+    return attempts
