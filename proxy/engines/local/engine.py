@@ -142,6 +142,12 @@ class LocalEngine:
                     )  # fmt: skip
                 continue
             backlog.tasks, backlog.bytes, backlog.dead = count.tasks, count.bytes, count.dead
+        logger.info(
+            "task store %s: %d tasks waiting, %d dead letters",
+            self.settings.local.db,
+            sum(b.tasks for b in self.backlogs.values()),
+            sum(b.dead for b in self.backlogs.values()),
+        )
         for queue in self.settings.queues:
             self.dispatchers[queue.name] = self._dispatcher(queue, self._make_clients(queue))
         self._register_metrics()
