@@ -1,8 +1,14 @@
-"""Helpers shared by the fault tests: metrics read from the admin listener, settings."""
+"""Helpers shared by the fault tests: metrics read from the admin listener, settings, a
+``python -m proxy serve`` process."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +16,7 @@ import httpx
 
 from proxy.config import RetrySettings, Settings, settings_from_dict
 from proxy.engines.retry import backoff_delay
+from tests.support.servers import free_port, wait_for
 
 TIMEOUT = 30.0  # seconds for any one wait: generous, CI machines are noisy
 
@@ -51,3 +58,36 @@ def most_attempts(retry: RetrySettings, elapsed: float) -> int:
     while earliest_start(retry, attempts) <= elapsed:
         attempts += 1
     return attempts
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def proxy_process(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
+    """``python -m proxy serve ARGS`` on free ports of 127.0.0.1, ready (``/readyz`` 200);
+    yields the process and its ingress and admin base URLs; kills it on exit."""
+    port, admin = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_PROXY_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--admin-port",
+         str(admin), "--log-level", "warning", *args],
+        cwd=ROOT,
+        env=env,
+    )  # fmt: skip
+    url, admin_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
+
+    def ready() -> bool:
+        assert process.poll() is None, "the proxy exited during start-up"
+        try:
+            return httpx.get(admin_url + "/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(ready, TIMEOUT, interval=0.1, message="the proxy did not become ready")
+        yield process, url, admin_url
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=TIMEOUT)
