@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -91,3 +92,26 @@ def proxy_process(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], str, st
         if process.poll() is None:
             process.kill()
         process.wait(timeout=TIMEOUT)
+
+
+def spike(
+    url: str, bodies: list[bytes], *, connections: int = 8
+) -> list[httpx.Response | Exception]:
+    """POST every body to ``url`` over ``connections`` keep-alive connections; a response
+    or the transport error for each, in order."""
+
+    async def main() -> list[httpx.Response | Exception]:
+        gate = asyncio.Semaphore(connections)
+        limits = httpx.Limits(max_connections=connections)
+        async with httpx.AsyncClient(timeout=TIMEOUT, limits=limits) as client:
+
+            async def one(body: bytes) -> httpx.Response | Exception:
+                async with gate:
+                    try:
+                        return await client.post(url, content=body)
+                    except httpx.HTTPError as exc:
+                        return exc
+
+            return await asyncio.gather(*(one(body) for body in bodies))
+
+    return asyncio.run(main())
