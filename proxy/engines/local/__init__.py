@@ -4,12 +4,11 @@ Modules: ``writer`` (the one SQLite writer thread, group commit), ``schema`` and
 (tables and queries: tasks, leases, de-dup, dead letters), ``records`` (values the store
 returns), ``bucket`` (token bucket, 429/503 throttle), ``clock`` (injectable time),
 ``attempt`` (one HTTP attempt), ``dispatcher`` (per-queue scheduling and retries) and
-``engine`` (:class:`LocalEngine`).
+``engine`` (:class:`LocalEngine`), ``admin`` (its QueueAdmin operations).
 """
 
 from __future__ import annotations
 
-from proxy.engines.local.engine import LocalEngine, QueueStats
-from proxy.engines.local.records import DeadLetter
+from proxy.engines.local.engine import LocalEngine
 
-__all__ = ["DeadLetter", "LocalEngine", "QueueStats"]
+__all__ = ["LocalEngine"]

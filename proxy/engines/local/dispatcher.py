@@ -77,8 +77,10 @@ class Dispatcher:
         self.throttle = Throttle()
         self.in_flight: dict[int, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         self._idle = False
         self._stopping = False
+        self.paused = False  # set by the admin API: no new attempts, tasks still accepted
         name = queue.name
         self._dispatches = {
             kind: metrics.dispatches.labels(name, kind)
@@ -93,10 +95,26 @@ class Dispatcher:
         """Current dispatches per second: the configured rate, lowered after 429/503."""
         return self.queue.rate * self.throttle.factor(self.clock.monotonic())
 
+    def set_paused(self, paused: bool) -> None:
+        """Pause or resume dispatching (attempts in flight finish either way)."""
+        self.paused = paused
+        self._poke()
+
     def notify(self) -> None:
         """New tasks are due: look at the store now if the dispatcher is idle."""
         if self._idle:
+            self._poke()
+
+    def _poke(self) -> None:
+        # The admin API may run on another event loop (another thread).
+        try:
+            same_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            same_loop = False
+        if same_loop:
             self._wake.set()
+        else:
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     async def step(self) -> float:
         """One scheduling round: lease as many due tasks as tokens and free slots allow
@@ -105,6 +123,9 @@ class Dispatcher:
         rate = self.rate()
         if rate != self.bucket.rate:
             self.bucket.set_rate(rate, mono)
+        if self.paused:
+            self._idle = False
+            return MAX_IDLE  # resume() wakes us
         free = self.queue.concurrency - len(self.in_flight)
         if free <= 0:
             self._idle = False
@@ -222,9 +243,9 @@ class Dispatcher:
         self._dispatches[outcome.kind].inc()
         attempts = task.attempts + 1
         if outcome.success:
-            await self.store.complete(task)
+            if await self.store.complete(task):
+                self.on_done(task.size, False)
             self._task_attempts.observe(attempts)
-            self.on_done(task.size, False)
             self._log(task, outcome, attempts, latency, "done")
             return
         now = self.clock.time()
@@ -233,9 +254,9 @@ class Dispatcher:
         result = AttemptResult(started, outcome.status, outcome.executed, outcome.error)
         first = task.first_attempt_at if task.first_attempt_at is not None else started
         if not should_retry(queue.retry, attempts=attempts, first_attempt_at=first, now=now):
-            await self.store.dead_letter(task, result, now)
+            if await self.store.dead_letter(task, result, now):
+                self.on_done(task.size, True)
             self._task_attempts.observe(attempts)
-            self.on_done(task.size, True)
             self._log(task, outcome, attempts, latency, "dead_letter", level=logging.WARNING)
             return
         delay = backoff_delay(queue.retry, attempts - 1)

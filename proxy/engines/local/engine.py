@@ -9,15 +9,16 @@ import functools
 import logging
 import math
 import ssl
-from dataclasses import dataclass
 from typing import IO
 
 import httpx
 
 from proxy.config import QueueSettings, Settings
+from proxy.engines.admin import QueueInfo
+from proxy.engines.local.admin import LocalAdmin
 from proxy.engines.local.clock import Clock, SystemClock
 from proxy.engines.local.dispatcher import Dispatcher
-from proxy.engines.local.store import DeadLetter, Store
+from proxy.engines.local.store import Store
 from proxy.envelope import EnqueueResult, Envelope
 from proxy.errors import BacklogFullError, EngineUnavailableError, TaskRejectedError
 from proxy.metrics import Metrics
@@ -30,22 +31,6 @@ DEFAULT_MAX_BACKLOG_BYTES = 1024**3
 DEDUP_PRUNE_INTERVAL = 60.0
 MAX_RETRY_AFTER = 3600.0
 CLIENT_SHARD = 8  # connections per pooled HTTP client
-
-
-@dataclass(frozen=True, slots=True)
-class QueueStats:
-    """One queue at a glance: tasks not yet completed (waiting or in flight), their body
-    bytes, attempts in flight, dead letters, age of the oldest task (seconds), and the
-    configured and current dispatch rates (per second)."""
-
-    queue: str
-    tasks: int
-    bytes: int
-    in_flight: int
-    dead_letters: int
-    oldest_age: float | None
-    rate: float
-    current_rate: float
 
 
 class _Backlog:
@@ -72,7 +57,7 @@ class _Backlog:
         return float(self.dead)
 
 
-class LocalEngine:
+class LocalEngine(LocalAdmin):
     """Persist tasks in the SQLite file ``settings.local.db`` and deliver them.
 
     A 202 is sent only after the task's batch committed with ``settings.local.synchronous``
@@ -118,12 +103,14 @@ class LocalEngine:
         self._lock_file: IO[bytes] | None = None
         self._closing = False
         self._started = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         """Lock and open the database, release leases of an earlier process, start the
         dispatchers. Raises :class:`EngineUnavailableError` when the file cannot be used."""
+        self._loop = asyncio.get_running_loop()
         self._lock()
         try:
             counts, released = await asyncio.to_thread(self.store.open, self.backlogs)
@@ -150,6 +137,10 @@ class LocalEngine:
         )
         for queue in self.settings.queues:
             self.dispatchers[queue.name] = self._dispatcher(queue, self._make_clients(queue))
+        for (name,) in self.store.read("SELECT queue FROM paused"):
+            if name in self.dispatchers:
+                self.dispatchers[name].paused = True
+                logger.info("queue %s is paused", name)
         self._register_metrics()
         for dispatcher in self.dispatchers.values():
             self._tasks.append(asyncio.create_task(dispatcher.run()))
@@ -284,38 +275,49 @@ class LocalEngine:
             raise EngineUnavailableError("The engine is not running.", retry_after=1)
         await self.store.probe()
 
-    # ------------------------------------------------------------ reads for the admin API
+    # ------------------------------------------------------------ internals
 
-    async def queue_stats(self) -> list[QueueStats]:
-        """Every configured queue's :class:`QueueStats`."""
-        oldest = await asyncio.to_thread(
-            lambda: {name: self.store.oldest_received_at(name) for name in self.backlogs}
-        )
+    def _adjust(self, queue: str, tasks: int, size: int, dead: int) -> None:
+        # Counters belong to the engine's loop; the admin API may call from another one.
+        backlog = self.backlogs[queue]
+
+        def apply() -> None:
+            backlog.tasks += tasks
+            backlog.bytes += size
+            backlog.dead += dead
+
+        try:
+            same_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            same_loop = False
+        if same_loop or self._loop is None:
+            apply()
+        else:
+            self._loop.call_soon_threadsafe(apply)
+
+    def _queue_infos(self) -> list[QueueInfo]:
         now = self.clock.time()
-        stats = []
+        infos = []
         for queue in self.settings.queues:
             backlog = self.backlogs[queue.name]
-            dispatcher = self.dispatchers.get(queue.name)
-            first = oldest[queue.name]
-            stats.append(
-                QueueStats(
-                    queue=queue.name,
-                    tasks=backlog.tasks,
-                    bytes=backlog.bytes,
-                    in_flight=len(dispatcher.in_flight) if dispatcher else 0,
-                    dead_letters=backlog.dead,
-                    oldest_age=max(0.0, now - first) if first is not None else None,
+            dispatcher = self.dispatchers[queue.name]
+            first = self.store.oldest_received_at(queue.name)
+            infos.append(
+                QueueInfo(
+                    name=queue.name,
+                    state="paused" if dispatcher.paused else "running",
+                    target=queue.target,
                     rate=queue.rate,
-                    current_rate=dispatcher.rate() if dispatcher else queue.rate,
+                    burst=queue.effective_burst,
+                    concurrency=queue.concurrency,
+                    current_rate=dispatcher.rate(),
+                    tasks=backlog.tasks,
+                    in_flight=len(dispatcher.in_flight),
+                    oldest_age=max(0.0, now - first) if first is not None else None,
+                    dead_letters=backlog.dead,
                 )
             )
-        return stats
-
-    async def list_dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
-        """The newest ``limit`` dead letters of ``queue``, newest first."""
-        return await asyncio.to_thread(self.store.dead_letters, queue, limit)
-
-    # ------------------------------------------------------------ internals
+        return infos
 
     def _retry_after(self, queue: str, backlog: _Backlog) -> float:
         rate = self.dispatchers[queue].rate() if queue in self.dispatchers else 1.0

@@ -222,12 +222,15 @@ class Store:
 
         return self.writer.submit(run)
 
-    def complete(self, task: LeasedTask) -> asyncio.Future[None]:
-        """Delete a task whose attempt succeeded; await ``None``."""
+    def complete(self, task: LeasedTask) -> asyncio.Future[bool]:
+        """Delete a task whose attempt succeeded; await whether it was still there (an
+        operator may have deleted or purged it meanwhile)."""
 
-        def run(conn: sqlite3.Connection) -> None:
+        def run(conn: sqlite3.Connection) -> bool:
             if conn.execute("DELETE FROM tasks WHERE seq = ?", (task.seq,)).rowcount:
                 _bump(conn, task.envelope.queue, -1, -task.size, 0)
+                return True
+            return False
 
         return self.writer.submit(run)
 
@@ -255,11 +258,12 @@ class Store:
 
     def dead_letter(
         self, task: LeasedTask, result: AttemptResult, now: float
-    ) -> asyncio.Future[None]:
-        """Move a task that ran out of attempts to the dead-letter table; await ``None``."""
+    ) -> asyncio.Future[bool]:
+        """Move a task that ran out of attempts to the dead-letter table; await whether it
+        was still there."""
         first = task.first_attempt_at if task.first_attempt_at is not None else result.started_at
 
-        def run(conn: sqlite3.Connection) -> None:
+        def run(conn: sqlite3.Connection) -> bool:
             moved = conn.execute(
                 "INSERT INTO dead_letters (seq, id, queue, method, path, query, headers, body,"
                 " size, received_at, request_id, attempts, first_attempt_at, last_status,"
@@ -271,6 +275,7 @@ class Store:
             if moved:
                 conn.execute("DELETE FROM tasks WHERE seq = ?", (task.seq,))
                 _bump(conn, task.envelope.queue, -1, -task.size, 1)
+            return bool(moved)
 
         return self.writer.submit(run)
 
@@ -314,6 +319,10 @@ class Store:
         return self.writer.submit(run, durable=True)
 
     # ------------------------------------------------------------ reads
+
+    def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Rows of a read-only query on the reader connection (blocking)."""
+        return self._read(sql, params)
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         with self._reader_lock:

@@ -237,3 +237,36 @@ def test_delayed_task_waits(tmp_path: Path, backend: RecordingBackend) -> None:
     eta = float(got.header("x-cloudtasks-tasketa") or 0)
     assert eta >= sent + 1 - 0.01
     assert time.time() >= eta
+
+
+def test_admin_api_pauses_and_replays(tmp_path: Path, backend: RecordingBackend) -> None:
+    """Through the admin listener (another event loop): pause holds deliveries while 202s go
+    on, resume delivers, a dead letter is listed and replayed."""
+    backend.responder = lambda r: 500 if r.body == b"bad" else 200
+    settings = local_settings(
+        tmp_path,
+        backend.url,
+        rate=100,
+        retry={"max_attempts": 1},
+        server={"admin_token": "s3cret-admin-token"},
+    )
+    auth = {"authorization": "Bearer s3cret-admin-token"}
+    with run_proxy(settings) as proxy:
+        admin = httpx.Client(base_url=proxy.admin_url, headers=auth, timeout=10)
+        assert admin.post("/queues/q/pause").json()["state"] == "paused"
+        assert httpx.post(proxy.url + "/p", content=b"held", timeout=10).status_code == 202
+        time.sleep(0.5)
+        assert backend.received == []
+        (queue,) = admin.get("/queues").json()["queues"]
+        assert (queue["state"], queue["tasks"]) == ("paused", 1)
+        assert admin.post("/queues/q/resume").json()["state"] == "running"
+        backend.wait_for_count(1, timeout=10)
+        assert httpx.post(proxy.url + "/p", content=b"bad", timeout=10).status_code == 202
+        wait_for(lambda: admin.get("/queues/q/dead-letters").json()["dead_letters"], timeout=10)
+        (dead,) = admin.get("/queues/q/dead-letters").json()["dead_letters"]
+        backend.responder = lambda r: 200
+        assert admin.post(f"/queues/q/dead-letters/{dead['id']}/replay").is_success
+        backend.wait_for_count(3, timeout=10)
+        wait_for(lambda: metric(proxy, "ingest_proxy_queue_depth") == 0, timeout=10)
+        assert metric(proxy, "ingest_proxy_dead_letters") == 0
+    assert [r.body for r in backend.received] == [b"held", b"bad", b"bad"]

@@ -67,27 +67,6 @@ async def test_unknown_queue_and_closed_engine(tmp_path: Path) -> None:
         await running.enqueue(envelope(2))
 
 
-async def test_read_api_reports_stats_and_dead_letters(tmp_path: Path) -> None:
-    """queue_stats and list_dead_letters show a task that failed its only attempt."""
-    running = engine(
-        tmp_path, lambda r: httpx.Response(418, text="teapot"), retry={"max_attempts": 1}
-    )
-    await running.start()
-    try:
-        await running.enqueue(envelope(1))
-        for _ in range(500):
-            if await running.list_dead_letters("q"):
-                break
-            await asyncio.sleep(0.01)
-        (dead,) = await running.list_dead_letters("q")
-        assert (dead.id, dead.last_status, dead.last_error) == ("t1", 418, "teapot")
-        (stats,) = await running.queue_stats()
-        assert (stats.queue, stats.tasks, stats.dead_letters, stats.oldest_age) == ("q", 0, 1, None)
-        assert stats.rate == stats.current_rate == 500
-    finally:
-        await running.aclose()
-
-
 async def test_shutdown_releases_attempts_still_running(tmp_path: Path) -> None:
     """Attempts that outlast the grace period are cancelled and their leases released, so
     the task is due again at once after a restart."""
