@@ -71,9 +71,14 @@ async def send(
 ) -> Outcome:
     """Send ``request``; give up after ``deadline`` seconds in total. Never raises for
     transport problems: they become an :class:`Outcome` without a status."""
-    outgoing = httpx.Request(
-        request.method, request.url, headers=request.headers, content=request.body
-    )
+    try:
+        outgoing = httpx.Request(
+            request.method, request.url, headers=request.headers, content=request.body
+        )
+    except (ValueError, TypeError, httpx.HTTPError) as exc:  # UnicodeEncodeError is a ValueError
+        # A stored task that can never be sent: a failed attempt, so retries and the
+        # dead-letter table deal with it instead of it cycling unseen.
+        return Outcome(None, "error", f"cannot build the request: {type(exc).__name__}: {exc}")
     try:
         async with asyncio.timeout(deadline):
             response = await client.send(outgoing, stream=True)

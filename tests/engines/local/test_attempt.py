@@ -74,3 +74,12 @@ async def test_deadline_ends_the_attempt() -> None:
     outcome = await send(await client(hang), REQUEST, deadline=0.05, now=0)
     assert (outcome.status, outcome.kind) == (None, "timeout")
     assert "deadline" in outcome.error
+
+
+async def test_unsendable_request_is_a_failed_attempt() -> None:
+    """A stored request httpx cannot build (non-ASCII header) is an error outcome, not a
+    crash that would leave the task leased forever."""
+    poison = OutgoingRequest("POST", "http://backend.test/x", {"x-name": "caf\u00e9"}, b"")
+    outcome = await send(await client(lambda r: httpx.Response(200)), poison, deadline=5, now=0)
+    assert (outcome.status, outcome.kind, outcome.success) == (None, "error", False)
+    assert "cannot build" in outcome.error
