@@ -97,9 +97,9 @@ class LocalAdmin:
         after_time, after_seq = _cursor(cursor) if cursor else (-1.0, -1)
         rows = await asyncio.to_thread(
             self.store.read,
-            f"{_TASK} INDEXED BY tasks_due WHERE queue = ? AND (visible_at > ? OR"
-            " (visible_at = ? AND seq > ?)) ORDER BY visible_at, seq LIMIT ?",
-            (queue, after_time, after_time, after_seq, limit + 1),
+            f"{_TASK} INDEXED BY tasks_due WHERE queue = ? AND (visible_at, seq) > (?, ?)"
+            " ORDER BY visible_at, seq LIMIT ?",
+            (queue, after_time, after_seq, limit + 1),
         )
         items = [_task(row, full) for row in rows[:limit]]
         more = len(rows) > limit
