@@ -11,6 +11,7 @@ import datetime
 from dataclasses import dataclass
 
 from google.api_core import exceptions as core_exceptions
+from google.api_core import retry_async
 from google.cloud.tasks_v2 import (
     CloudTasksAsyncClient,
     CreateQueueRequest,
@@ -24,6 +25,15 @@ from google.cloud.tasks_v2 import (
 from proxy.config import QueueSettings, Settings
 from proxy.engines.cloudtasks import make_client
 from proxy.errors import EngineUnavailableError
+
+# Transient errors are retried for a few seconds: a CLI should answer soon.
+_RETRY = retry_async.AsyncRetry(
+    initial=0.2,
+    maximum=2.0,
+    multiplier=2.0,
+    timeout=8.0,
+    predicate=retry_async.if_transient_error,
+)
 
 # Field-mask path -> how to read the value from a Queue, for comparison and printing.
 _FIELDS: tuple[tuple[str, str], ...] = (
@@ -117,7 +127,7 @@ async def apply_queues(
             desired = desired_queue(path, queue)
             try:
                 current: Queue | None = await client.get_queue(
-                    request=GetQueueRequest(name=path), timeout=30
+                    request=GetQueueRequest(name=path), retry=_RETRY, timeout=30
                 )
             except core_exceptions.NotFound:
                 current = None
@@ -137,6 +147,8 @@ async def apply_queues(
                 )
     except core_exceptions.GoogleAPICallError as exc:
         raise EngineUnavailableError(f"Cloud Tasks refused the call: {exc.message}") from exc
+    except core_exceptions.RetryError as exc:
+        raise EngineUnavailableError(f"Cloud Tasks did not answer: {exc.cause}") from exc
     finally:
         if own:
             await client.transport.close()  # type: ignore[no-untyped-call]
