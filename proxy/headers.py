@@ -56,6 +56,8 @@ _IDEMPOTENCY_RE = re.compile(r"^[\x20-\x7e]+$")
 # could not be sent by the HTTP client (non-ASCII) or would split a header (CR, LF, NUL).
 _TOKEN_RE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_VALUE_RE = re.compile(rb"[^\t\x20-\x7e]")
+_GOOD_NAMES: set[bytes] = set()  # names seen to be tokens (bounded: names are client input)
+_GOOD_NAMES_MAX = 1024
 
 
 def filter_headers(
@@ -85,9 +87,17 @@ def filter_headers(
             continue
         if name == "cookie" and not forward_cookies:
             continue
-        if _BAD_VALUE_RE.search(raw_value) is not None or _TOKEN_RE.fullmatch(raw_name) is None:
+        value = raw_value.decode("latin-1")
+        # str.isprintable() is true for ASCII 0x20-0x7e only: the common case in C; the
+        # regex runs only for values with a tab or worse.
+        if not (value.isascii() and value.isprintable()) and _BAD_VALUE_RE.search(raw_value):
             raise _invalid_header(raw_name)
-        kept.append((name, raw_value.decode("latin-1")))
+        if raw_name not in _GOOD_NAMES:
+            if _TOKEN_RE.fullmatch(raw_name) is None:
+                raise _invalid_header(raw_name)
+            if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
+                _GOOD_NAMES.add(raw_name)
+        kept.append((name, value))
     return kept
 
 

@@ -59,6 +59,8 @@ _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 _UNSAFE_PATH = re.compile(r"%(?![0-9A-Fa-f]{2})|[^A-Za-z0-9/%:@!$&'()*+,;=._~-]")
 _UNSAFE_QUERY = re.compile(r"%(?![0-9A-Fa-f]{2})|[^A-Za-z0-9/?%:@!$&'()*+,;=._~-]")
 # host [":" port]: a reg-name (letters, digits, "-._~", sub-delims, %XX) or an IP literal.
+_GOOD_HOSTS: dict[bytes, str] = {}  # Host values seen valid (bounded: they are client input)
+_GOOD_HOSTS_MAX = 256
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]{0,5})?")
 
 
@@ -363,9 +365,14 @@ def _host_of(scope: Scope) -> str | None:
         if scope.get("http_version", "1.1") == "1.0":
             return None
         raise BadRequestError("An HTTP/1.1 request needs a Host header.", code="invalid_host")
-    if _HOST.fullmatch(found) is None:
-        raise BadRequestError("The Host header is not a host[:port].", code="invalid_host")
-    return found.decode("ascii")
+    host = _GOOD_HOSTS.get(found)
+    if host is None:
+        if _HOST.fullmatch(found) is None:
+            raise BadRequestError("The Host header is not a host[:port].", code="invalid_host")
+        host = found.decode("ascii")
+        if len(_GOOD_HOSTS) < _GOOD_HOSTS_MAX:
+            _GOOD_HOSTS[found] = host
+    return host
 
 
 def _content_length(value: bytes) -> int:
