@@ -65,7 +65,8 @@ def test_kill_9_mid_spike_never_acknowledged_an_unstored_task(
     results, code = run_spike(fake_cloudtasks, signal.SIGKILL, 1500, after=500)
     assert code == -signal.SIGKILL
     acked = accepted_ids(results)
-    assert 500 <= len(acked) < 1500, "the kill did not land mid-spike"
+    # Calls in flight at the kill (one per connection at most) never got their 202.
+    assert 500 - 8 <= len(acked) < 1500, "the kill did not land mid-spike"
     assert set(acked) <= stored_ids(fake_cloudtasks)
     assert len(set(acked)) == len(acked)
     statuses = Counter(getattr(r, "status_code", "no answer") for r in results)
