@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from proxy import __version__
 from proxy.auth import hash_key
@@ -41,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     hash_key.add_argument("key", nargs="?", help="the API key (default: read from stdin)")
     add_admin_commands(commands)
+    _add_cloudtasks_server(commands)
     demo = commands.add_parser(
         "demo",
         help="watch a spike being smoothed (embedded engine, slow demo backend)",
@@ -52,6 +54,36 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=int, default=4, help="deliveries in flight (4)")
     demo.add_argument("--delay", type=float, default=0.1, help="backend seconds per request")
     return parser
+
+
+def _add_cloudtasks_server(commands: argparse._SubParsersAction[Any]) -> None:
+    server = commands.add_parser(
+        "cloudtasks-server",
+        help="serve the Cloud Tasks v2 gRPC API locally (development and tests)",
+        description="Serve google.cloud.tasks.v2.CloudTasks (gRPC) on top of the embedded "
+        "engine: queues with real rate limits and retry config, durable tasks, delivery to "
+        "each task's own URL. A development tool with no authentication: keep it on "
+        "127.0.0.1. OIDC tokens are unsigned local stand-ins, not credentials.",
+    )
+    server.add_argument("--host", default="127.0.0.1", help="bind address (127.0.0.1)")
+    server.add_argument("--port", type=int, default=8123, help="gRPC port (8123)")
+    server.add_argument("--db", default="cloudtasks.db", help="SQLite file (cloudtasks.db)")
+    server.add_argument(
+        "--max-task-bytes", type=int, default=100 * 1024, help="CreateTask size limit (102400)"
+    )
+    server.add_argument("--log-level", default="info",
+                        choices=["critical", "error", "warning", "info", "debug"])  # fmt: skip
+    server.add_argument("--log-format", default="auto", choices=["auto", "json", "text"])
+
+
+def _cloudtasks_server(args: argparse.Namespace) -> int:
+    from proxy.cloudtasks_server import serve
+
+    if not 0 <= args.port <= 65535 or args.max_task_bytes < 1:
+        print("ingest-proxy: --port must be 0-65535, --max-task-bytes positive", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(args.log_level, args.log_format)
+    return asyncio.run(serve(args.db, args.host, args.port, args.max_task_bytes))
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -140,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_admin_command(args)
     if args.command == "queues":
         return _apply_queues(args)
+    if args.command == "cloudtasks-server":
+        return _cloudtasks_server(args)
     if args.command == "demo":
         from proxy import demo
 

@@ -1,0 +1,16 @@
+"""A local Cloud Tasks: the ``google.cloud.tasks.v2.CloudTasks`` gRPC API served on top of
+the embedded engine's store and dispatcher (``ingest-proxy cloudtasks-server``).
+
+A development and test tool: tasks are delivered to their own URLs, OIDC tokens are
+unsigned local stand-ins, and there is no authentication, so it binds 127.0.0.1 by
+default. Modules: ``validation`` (names, limits, errors), ``queues`` and ``tasks``
+(resources <-> stored rows), ``tables`` (its SQLite tables), ``runtime`` (store, queue
+registry, dispatchers), ``dispatch`` (one attempt with Cloud Tasks semantics),
+``queue_api`` and ``task_api`` (the RPCs), ``server`` (gRPC wiring).
+"""
+
+from __future__ import annotations
+
+from proxy.cloudtasks_server.server import LocalCloudTasks, serve
+
+__all__ = ["LocalCloudTasks", "serve"]

@@ -1,0 +1,191 @@
+"""The server's engine room: the SQLite file (the embedded engine's store plus the server's
+tables), the queue registry, and one :class:`TaskDispatcher` per queue.
+
+One process owns the file: ``<db>.lock`` is locked while the server runs, as the embedded
+engine does, so a proxy and this server never write the same file at once. Everything
+runs on one event loop; SQLite writes go through the store's writer thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import math
+import sqlite3
+from typing import IO
+
+import httpx
+
+from proxy.cloudtasks_server import tables
+from proxy.cloudtasks_server.dispatch import TaskDispatcher
+from proxy.cloudtasks_server.queues import PAUSED, QueueConfig
+from proxy.cloudtasks_server.validation import DEFAULT_MAX_TASK_BYTES, not_found
+from proxy.engines.local.clock import Clock, SystemClock
+from proxy.engines.local.store import Store
+from proxy.errors import EngineUnavailableError
+from proxy.metrics import Metrics
+
+logger = logging.getLogger("ingest_proxy.cloudtasks_server")
+
+CLIENT_SHARD = 8  # connections per pooled HTTP client (as the embedded engine)
+PRUNE_INTERVAL = 60.0  # seconds between sweeps of expired name blocks
+SHUTDOWN_GRACE = 5.0  # seconds attempts in flight get at shutdown
+
+
+class Runtime:
+    """Store, queues and dispatchers of one server. ``clock`` and ``transport`` exist for
+    tests; ``max_task_bytes`` bounds a CreateTask's task (default 100 KiB)."""
+
+    def __init__(
+        self,
+        db: str,
+        *,
+        max_task_bytes: int = DEFAULT_MAX_TASK_BYTES,
+        synchronous: str = "FULL",
+        clock: Clock | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        shutdown_grace: float = SHUTDOWN_GRACE,
+    ) -> None:
+        self.db = db
+        self.max_task_bytes = max_task_bytes
+        self.clock = clock or SystemClock()
+        self.metrics = Metrics()
+        self.store = Store(db, synchronous=synchronous, clock=self.clock.time)
+        self.queues: dict[str, QueueConfig] = {}
+        self.dispatchers: dict[str, TaskDispatcher] = {}
+        self.shutdown_grace = shutdown_grace
+        self._transport = transport
+        self._clients: list[httpx.AsyncClient] = []
+        self._runs: list[asyncio.Task[None]] = []
+        self._lock_file: IO[bytes] | None = None
+        self._ssl = None if transport else httpx.create_ssl_context()
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Lock and open the file, load the queues, start their dispatchers."""
+        self._lock()
+        try:
+            _, released = await asyncio.to_thread(self.store.open, [])
+            await self.store.writer.submit(tables.create)
+        except sqlite3.Error as exc:
+            self._unlock()
+            raise EngineUnavailableError(f"Cannot use {self.db}: {exc}") from exc
+        except BaseException:
+            self._unlock()
+            raise
+        if released:
+            logger.info("released %d attempts of an earlier process; retrying them", released)
+        rows = self.store.read(f"SELECT {tables.QUEUE_COLUMNS} FROM ct_queues")  # noqa: S608
+        for row in rows:
+            self.set_queue(QueueConfig(*row))
+        waiting = self.store.read("SELECT COUNT(*) FROM ct_tasks")[0][0]
+        logger.info("%s: %d queues, %d tasks waiting", self.db, len(rows), waiting)
+        self._runs.append(asyncio.create_task(self._prune()))
+
+    async def aclose(self) -> None:
+        """Stop dispatching, give attempts in flight the shutdown grace, close the file."""
+        for dispatcher in self.dispatchers.values():
+            dispatcher.stop()
+        for run in self._runs:
+            run.cancel()
+        for run in self._runs:
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+        abandoned: list[int] = []
+        for dispatcher in self.dispatchers.values():
+            abandoned += await dispatcher.drain(self.shutdown_grace)
+            await dispatcher.cancel_manual()
+        if abandoned:
+            with contextlib.suppress(EngineUnavailableError):
+                await self.store.release(abandoned)
+        for client in self._clients:
+            await client.aclose()
+        await asyncio.to_thread(self.store.close)
+        self._unlock()
+
+    def _lock(self) -> None:
+        path = self.db + ".lock"
+        try:
+            handle = open(path, "ab")  # noqa: SIM115 - held while the server runs
+        except OSError as exc:
+            raise EngineUnavailableError(f"Cannot open {path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise EngineUnavailableError(f"{self.db} is in use by another process.") from None
+        self._lock_file = handle
+
+    def _unlock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    async def _prune(self) -> None:
+        while True:
+            await self.clock.sleep(PRUNE_INTERVAL)
+            now = self.clock.time()
+
+            def run(conn: sqlite3.Connection, now: float = now) -> None:
+                conn.execute("DELETE FROM ct_names WHERE until < ?", (now,))
+
+            try:
+                await self.store.writer.submit(run)
+            except EngineUnavailableError as exc:
+                logger.warning("cannot prune task-name blocks: %s", exc)
+
+    # ------------------------------------------------------------ queues
+
+    def queue(self, name: str) -> QueueConfig:
+        """The queue called ``name`` (full name); NOT_FOUND when there is none."""
+        config = self.queues.get(name)
+        if config is None:
+            raise not_found(f"Queue {name} does not exist.")
+        return config
+
+    def set_queue(self, config: QueueConfig) -> None:
+        """Use ``config`` for its queue from now on: a new dispatcher when the limits
+        changed. Attempts in flight of the old one finish and still count toward the
+        concurrency cap (the dispatchers share their in-flight table)."""
+        old = self.queues.get(config.name)
+        self.queues[config.name] = config
+        dispatcher = self.dispatchers.get(config.name)
+        if dispatcher is not None and old is not None and old.settings() == config.settings():
+            dispatcher.set_paused(config.state == PAUSED)
+            return
+        settings = config.settings()
+        clients = [self._client() for _ in range(math.ceil(settings.concurrency / CLIENT_SHARD))]
+        fresh = TaskDispatcher(
+            settings, store=self.store, clients=clients, clock=self.clock, metrics=self.metrics
+        )
+        fresh.configure(config.short_name)
+        fresh.paused = config.state == PAUSED
+        if dispatcher is not None:
+            dispatcher.stop()
+            fresh.in_flight = dispatcher.in_flight
+        self.dispatchers[config.name] = fresh
+        self._runs.append(asyncio.create_task(fresh.run()))
+
+    def drop_queue(self, name: str) -> None:
+        """Forget a deleted queue (its attempts in flight finish, their outcome is lost)."""
+        self.queues.pop(name, None)
+        dispatcher = self.dispatchers.pop(name, None)
+        if dispatcher is not None:
+            dispatcher.stop()
+
+    def _client(self) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(
+            transport=self._transport,
+            verify=self._ssl if self._ssl is not None else True,
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(
+                max_connections=CLIENT_SHARD, max_keepalive_connections=CLIENT_SHARD
+            ),
+            timeout=httpx.Timeout(3600.0),  # each attempt is bounded by its dispatch deadline
+        )
+        self._clients.append(client)
+        return client
