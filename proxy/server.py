@@ -59,13 +59,16 @@ def max_head_bytes(settings: Settings) -> int:
 
 
 def admin_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn options of the admin listener."""
+    """uvicorn options of the admin listener: the same header deadline and head cap as the
+    ingress (the admin port is private, but a stuck or hostile client must not hold it)."""
     return {
         "lifespan": "off",
         "log_level": settings.server.log_level,
         "server_header": False,
         "access_log": False,
         "log_config": None,
+        "http": guarded_protocol(settings.server.header_timeout, max_head_bytes(settings)),
+        "ws": "none",
     }
 
 
