@@ -466,3 +466,20 @@ def test_dripped_body_gets_408_and_the_connection_is_freed(rig: Rig) -> None:
         assert time.monotonic() - started < DEADLINE + 4.0
     assert [r for r in rig.backend.received[before:] if "c=body" in r.query] == []
     assert_healthy(rig)
+
+
+# ---------------------------------------------------------------- the admin listener
+
+
+def test_admin_listener_has_the_same_header_deadline_and_cap(rig: Rig) -> None:
+    """The admin port answers dripped headers with 408 and an endless header with 431,
+    closing both connections, and keeps serving /healthz."""
+    admin_port = int(rig.proxy.admin_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", admin_port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        assert read_answer(sock).status == 408
+        assert closed_within(sock, 5.0)
+    with socket.create_connection(("127.0.0.1", admin_port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        assert stream_until_refused(sock, b"a" * 10_000, 10_000) < 20_000_000
+    assert httpx.get(rig.proxy.admin_url + "/healthz", timeout=TIMEOUT).status_code == 200
