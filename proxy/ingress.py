@@ -336,11 +336,13 @@ def _declares_body(raw_headers: list[tuple[bytes, bytes]]) -> bool:
 
 
 def _has_dot_segment(path: str) -> bool:
-    """Whether a segment is ``.`` or ``..`` (also percent-encoded, and also between
-    backslashes or encoded slashes, which some servers treat as ``/``): such a path could
-    climb out of the target's base path once a client or server normalises it."""
+    """Whether a segment is ``.`` or ``..`` (also percent-encoded, between backslashes or
+    encoded slashes, which some servers treat as ``/``, or followed by ``;`` parameters,
+    which Java servers strip: ``/..;/``): such a path could climb out of the target's base
+    path once a client or server normalises it."""
     text = path.lower().replace("%2e", ".").replace("%2f", "/").replace("%5c", "/")
-    return any(segment in (".", "..") for segment in text.split("/"))
+    text = text.replace("%3b", ";")
+    return any(segment.split(";", 1)[0] in (".", "..") for segment in text.split("/"))
 
 
 def _percent_encode(match: re.Match[str]) -> str:
