@@ -206,6 +206,8 @@ REFUSED: list[tuple[str, bytes, set[int]]] = [
     ("encoded-slash", b"GET /a/..%2f..%2fx HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
     ("backslash", b"GET /a/..\\..\\x HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
     ("encoded-backslash", b"GET /a/..%5c..%5Cx HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
+    ("dot-dot-semicolon", b"GET /a/..;/x HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
+    ("dot-dot-encoded-semicolon", b"GET /a/..%3bjsessionid=1/x HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
     # Content-Length and Transfer-Encoding
     ("cl-not-a-number", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", {400}),
     ("cl-negative", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", {400}),
