@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
-from starlette.routing import Mount
+from starlette.types import Receive, Scope, Send
 
 from proxy.admin import create_admin_app as _create_admin_app
 from proxy.config import Settings
@@ -41,9 +42,28 @@ def create_app(
             runtime.draining = True
             await engine.aclose()
 
-    app = Starlette(routes=[Mount("/", app=Ingress(settings, engine, metrics))], lifespan=lifespan)
+    app = ProxyApp(Ingress(settings, engine, metrics), lifespan=lifespan)
     app.state.runtime = runtime
     return app
+
+
+class ProxyApp(Starlette):
+    """A Starlette app whose HTTP requests all go straight to the ingress.
+
+    Lifespan (engine start and stop) runs through Starlette as usual; HTTP requests skip its
+    router and middleware, since the ingress answers every path itself and turns every
+    error into a response. Per-request Python work decides ingest throughput.
+    """
+
+    def __init__(self, ingress: Ingress, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ingress = ingress
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.ingress(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def create_admin_app(app: Starlette) -> Starlette:
