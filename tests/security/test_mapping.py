@@ -3,8 +3,9 @@
 The ingress runs in process as the ASGI app it is (no sockets, so thousands of requests
 per second), with tests.support.engines.RecordingEngine catching the Envelope; the
 outgoing request is built by proxy.engines.delivery and then by httpx exactly as the
-embedded engine sends it. Inputs go beyond what a real HTTP parser lets through (any byte
-in names, values and the raw path), since the ingress is an ASGI app any server may run.
+embedded engine sends it, and as the CreateTask message the Cloud Tasks engine sends.
+Inputs go beyond what a real HTTP parser lets through (any byte in names, values and the
+raw path), since the ingress is an ASGI app any server may run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.config import Settings, settings_from_dict
+from proxy.engines.cloudtasks_request import create_task_message, queue_targets
 from proxy.engines.delivery import BODY_METHODS, build_request, cloud_tasks_headers, target_url
 from proxy.envelope import Envelope
 from proxy.errors import BadRequestError
@@ -89,6 +91,19 @@ def _settings(target: str) -> Settings:
 
 
 SETTINGS = {target: _settings(target) for target in TARGETS}
+# The same queues on the Cloud Tasks engine: the CreateTask message each Envelope becomes.
+CLOUD_TARGETS = {
+    target: queue_targets(
+        settings_from_dict(
+            {
+                "engine": "cloudtasks",
+                "queues": [{"name": "q", "target": target}],
+                "cloudtasks": {"project": "p", "location": "l"},
+            }
+        )
+    )["q"]
+    for target in TARGETS
+}
 
 
 def ingest(
@@ -251,6 +266,11 @@ def check_outgoing(settings: Settings, envelope: Envelope, target: str) -> None:
     for name, value in request.headers.raw:
         assert not re.search(rb"[\r\n\x00]", name + value), (name, value)
         assert name.lower() not in {b"authorization", b"cookie", b"connection", b"te"}
+    if envelope.queue == "q":  # the Cloud Tasks engine asks for the same request
+        task = create_task_message(CLOUD_TARGETS[target], envelope).task.http_request
+        assert task.url == outgoing.url
+        assert dict(task.headers) == build_request(queue, envelope).headers
+        assert task.body == (envelope.body if envelope.method in BODY_METHODS else b"")
 
 
 @PROPERTY
