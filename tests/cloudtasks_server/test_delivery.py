@@ -1,0 +1,214 @@
+"""Delivery by cloudtasks-server, as Cloud Tasks documents it: headers, the local OIDC
+token, retries and their headers, the concurrency cap, the rate, exhaustion, pausing.
+Real server (thread), real recording backend, real time (bounded waits).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from google.api_core import exceptions as gexc
+from google.cloud.tasks_v2 import (
+    CloudTasksClient,
+    HttpRequest,
+    OidcToken,
+    Queue,
+    RateLimits,
+    RetryConfig,
+    Task,
+)
+
+from tests.support.backend import RecordingBackend
+from tests.support.cloudtasks_server import ServerThread, sync_client
+from tests.support.servers import wait_for
+
+PARENT = "projects/p/locations/l"
+WAIT = 20.0  # seconds for any one wait
+
+
+@pytest.fixture
+def client(local_server: ServerThread) -> Iterator[CloudTasksClient]:
+    """The sync client on our server."""
+    client, channel = sync_client(local_server.host)
+    yield client
+    channel.close()
+
+
+def new_queue(client: CloudTasksClient, **fields: Any) -> str:
+    name = f"{PARENT}/queues/d-{uuid.uuid4().hex[:10]}"
+    client.create_queue(parent=PARENT, queue=Queue(name=name, **fields))
+    return name
+
+
+def backoff(seconds: float, attempts: int = 100) -> RetryConfig:
+    return RetryConfig(
+        min_backoff=datetime.timedelta(seconds=seconds),
+        max_backoff=datetime.timedelta(seconds=seconds),
+        max_attempts=attempts,
+    )
+
+
+def claims(authorization: str | None) -> tuple[dict[str, Any], dict[str, Any], str]:
+    assert authorization is not None
+    assert authorization.startswith("Bearer ")
+    header, payload, signature = authorization.removeprefix("Bearer ").split(".")
+
+    def decode(part: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        return data
+
+    return decode(header), decode(payload), signature
+
+
+def test_headers_and_local_oidc_token(client: CloudTasksClient, backend: RecordingBackend) -> None:
+    """The backend gets the short queue and task ids, Google-Cloud-Tasks as User-Agent, and
+    an unsigned local JWT (alg none, iss ingest-proxy-local, aud as set) replacing any
+    Authorization header; Host and X-Google-* headers from the task are not sent."""
+    queue = new_queue(client)
+    request = HttpRequest(
+        url=backend.url + "/hook?x=1",
+        body=b"{}",
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": "Bearer mine",
+            "X-Google-Thing": "no",
+            "X-Custom": "yes",
+        },
+        oidc_token=OidcToken(
+            service_account_email="sa@p.iam.gserviceaccount.com", audience="https://backend.example"
+        ),
+    )
+    client.create_task(parent=queue, task=Task(name=f"{queue}/tasks/t-1", http_request=request))
+    [got] = backend.wait_for_count(1, WAIT)
+    assert (got.method, got.path, got.query, got.body) == ("POST", "/hook", "x=1", b"{}")
+    assert got.header("x-cloudtasks-queuename") == queue.rsplit("/", 1)[1]
+    assert got.header("x-cloudtasks-taskname") == "t-1"
+    assert got.header("x-cloudtasks-taskretrycount") == "0"
+    assert got.header("x-cloudtasks-taskexecutioncount") == "0"
+    assert got.header("user-agent") == "Google-Cloud-Tasks"
+    assert got.header("x-custom") == "yes"
+    assert got.header("x-google-thing") is None
+    header, payload, signature = claims(got.header("authorization"))
+    assert header["alg"] == "none"
+    assert signature == ""
+    assert payload["iss"] == "ingest-proxy-local"
+    assert payload["aud"] == "https://backend.example"
+    assert payload["email"] == "sa@p.iam.gserviceaccount.com"
+
+
+def test_oidc_audience_defaults_to_url(client: CloudTasksClient, backend: RecordingBackend) -> None:
+    """Without an audience, the token's aud is the task's URL (as Cloud Tasks does)."""
+    queue = new_queue(client)
+    url = backend.url + "/a?b=c"
+    token = OidcToken(service_account_email="sa@p.iam.gserviceaccount.com")
+    client.create_task(parent=queue, task=Task(http_request=HttpRequest(url=url, oidc_token=token)))
+    [got] = backend.wait_for_count(1, WAIT)
+    assert claims(got.header("authorization"))[1]["aud"] == url
+
+
+def test_retry_headers_and_counts(client: CloudTasksClient, backend: RecordingBackend) -> None:
+    """A 500 then a 200: the retry carries RetryCount 1, ExecutionCount 0 (5xx excluded)
+    and PreviousResponse 500; the task is then gone."""
+    answers = iter([500, 200])
+    backend.responder = lambda r: next(answers)
+    queue = new_queue(client, retry_config=backoff(0.2))
+    task = client.create_task(parent=queue, task=Task(http_request=HttpRequest(url=backend.url)))
+    first, second = backend.wait_for_count(2, WAIT)
+    assert first.header("x-cloudtasks-taskpreviousresponse") is None
+    assert second.header("x-cloudtasks-taskretrycount") == "1"
+    assert second.header("x-cloudtasks-taskexecutioncount") == "0"
+    assert second.header("x-cloudtasks-taskpreviousresponse") == "500"
+    assert second.header("x-cloudtasks-taskretryreason") == ""
+    assert second.at - first.at >= 0.19
+
+    def gone() -> bool:
+        try:
+            client.get_task(name=task.name)
+        except gexc.NotFound:
+            return True
+        return False
+
+    wait_for(gone, WAIT)
+
+
+def test_concurrency_cap_is_held(client: CloudTasksClient, backend: RecordingBackend) -> None:
+    """With max_concurrent_dispatches 2, never more than 2 attempts are in flight."""
+    backend.delay = 0.3
+    queue = new_queue(client, rate_limits=RateLimits(max_concurrent_dispatches=2))
+    for _ in range(8):
+        client.create_task(parent=queue, task=Task(http_request=HttpRequest(url=backend.url)))
+    backend.wait_for_count(8, WAIT)
+    assert backend.max_in_flight == 2
+
+
+def test_rate_limit_spaces_dispatches(client: CloudTasksClient, backend: RecordingBackend) -> None:
+    """At 5/s (burst 1) 11 tasks take at least 2 s to be dispatched."""
+    queue = new_queue(client, rate_limits=RateLimits(max_dispatches_per_second=5))
+    client.pause_queue(name=queue)
+    for _ in range(11):
+        client.create_task(parent=queue, task=Task(http_request=HttpRequest(url=backend.url)))
+    client.resume_queue(name=queue)
+    got = backend.wait_for_count(11, WAIT)
+    assert got[-1].at - got[0].at >= 2.0 * 0.95
+
+
+def test_exhausted_task_is_deleted_and_its_name_blocked(
+    client: CloudTasksClient, backend: RecordingBackend
+) -> None:
+    """After max_attempts failures the task is deleted (no more attempts) and its name
+    stays taken (ALREADY_EXISTS)."""
+    backend.responder = lambda r: 500
+    queue = new_queue(client, retry_config=backoff(0.1, attempts=2))
+    name = f"{queue}/tasks/doomed"
+    task = Task(name=name, http_request=HttpRequest(url=backend.url))
+    client.create_task(parent=queue, task=task)
+    backend.wait_for_count(2, WAIT)
+
+    def gone() -> bool:
+        try:
+            client.get_task(name=name)
+        except gexc.NotFound:
+            return True
+        return False
+
+    wait_for(gone, WAIT)
+    time.sleep(0.5)  # a third attempt would be due 0.1 s after the second
+    assert len(backend.received) == 2
+    with pytest.raises(gexc.AlreadyExists):
+        client.create_task(
+            parent=queue, task=Task(name=name, http_request=HttpRequest(url="http://x"))
+        )
+
+
+def test_paused_queue_holds_tasks_until_resumed(
+    client: CloudTasksClient, backend: RecordingBackend
+) -> None:
+    """A paused queue accepts tasks but dispatches none until ResumeQueue."""
+    queue = new_queue(client)
+    client.pause_queue(name=queue)
+    for _ in range(3):
+        client.create_task(parent=queue, task=Task(http_request=HttpRequest(url=backend.url)))
+    time.sleep(0.5)
+    assert backend.received == []
+    client.resume_queue(name=queue)
+    backend.wait_for_count(3, WAIT)
+
+
+def test_schedule_time_is_respected(client: CloudTasksClient, backend: RecordingBackend) -> None:
+    """A task scheduled 1.5 s ahead is not dispatched before then; its ETA header says when."""
+    queue = new_queue(client)
+    when = time.time() + 1.5
+    schedule = datetime.datetime.fromtimestamp(when, tz=datetime.UTC)
+    mono_minus_wall = time.monotonic() - time.time()
+    task = Task(http_request=HttpRequest(url=backend.url), schedule_time=schedule)
+    client.create_task(parent=queue, task=task)
+    [got] = backend.wait_for_count(1, WAIT)
+    assert got.at >= when + mono_minus_wall - 0.05
+    assert float(got.header("x-cloudtasks-tasketa") or 0) == pytest.approx(when, abs=1e-3)
