@@ -1,9 +1,11 @@
 """One contract for every engine: what the ingress (and so a client) may rely on.
 
 Parametrised over the embedded engine (SQLite file in tmp_path) and the Cloud Tasks
-engine (real gcloud-tasks-emulator), each delivering to a real recording backend on
-127.0.0.1. Idempotency de-dup for Cloud Tasks runs against the fake gRPC server, since the
-emulator does not de-duplicate task names (Cloud Tasks does).
+engine, against the real gcloud-tasks-emulator (``cloudtasks``) and against our own
+``ingest-proxy cloudtasks-server`` (``ctserver``), each delivering to a real recording
+backend on 127.0.0.1. Idempotency de-dup for Cloud Tasks runs against the fake gRPC server
+and against cloudtasks-server, since the emulator does not de-duplicate task names (Cloud
+Tasks does).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from proxy.envelope import Envelope
 from proxy.errors import EngineUnavailableError
 from proxy.metrics import Metrics
 from tests.support.backend import Received, RecordingBackend
+from tests.support.cloudtasks_server import ServerThread, run_server, sync_client
 from tests.support.emulator import LOCATION, PROJECT, Emulator, queue_path, unique_queue_name
 from tests.support.fake_cloudtasks import FakeCloudTasks
 
@@ -89,11 +92,33 @@ def cloudtasks_settings(queue: str, target: str, host: str) -> Settings:
     )
 
 
-@pytest.fixture(params=["local", "cloudtasks"])
+def ctserver_harness(backend: RecordingBackend, server: ServerThread) -> Harness:
+    """The Cloud Tasks engine against cloudtasks-server, which sends the short queue id."""
+    queue = unique_queue_name("contract")
+    client, channel = sync_client(server.host)
+    try:
+        client.create_queue(parent=f"projects/{PROJECT}/locations/{LOCATION}",
+                            queue={"name": queue_path(queue)})  # fmt: skip
+    finally:
+        channel.close()
+    settings = cloudtasks_settings(queue, backend.url, server.host)
+    return Harness("ctserver", queue, settings, queue, lambda s: CloudTasksEngine(s, Metrics()))
+
+
+@pytest.fixture
+def ctserver(tmp_path: Path) -> Iterator[ServerThread]:
+    """Our cloudtasks-server on a free port of 127.0.0.1, its file in tmp_path."""
+    with run_server(tmp_path / "ctserver.db") as server:
+        yield server
+
+
+@pytest.fixture(params=["local", "cloudtasks", "ctserver"])
 def harness(request: pytest.FixtureRequest, backend: RecordingBackend, tmp_path: Path) -> Harness:
     """Each engine kind in turn, set up to deliver to ``backend``."""
     if request.param == "local":
         return local_harness(backend, tmp_path)
+    if request.param == "ctserver":
+        return ctserver_harness(backend, request.getfixturevalue("ctserver"))
     return cloudtasks_harness(backend, request.getfixturevalue("emulator"))
 
 
@@ -200,6 +225,9 @@ def dedup_case(
     if kind == "local":
         yield local_harness(backend, tmp_path), None
         return
+    if kind == "ctserver":  # ALREADY_EXISTS from a real de-duplicating server; count deliveries
+        yield ctserver_harness(backend, request.getfixturevalue("ctserver")), None
+        return
     fake: FakeCloudTasks = request.getfixturevalue("fake_cloudtasks")
     settings = cloudtasks_settings("contract", "http://127.0.0.1:9", fake.host)
     harness = Harness(
@@ -208,7 +236,7 @@ def dedup_case(
     yield harness, lambda task_id: [n for n in fake.tasks if n.endswith(f"/tasks/{task_id}")]
 
 
-@pytest.mark.parametrize("kind", ["local", "cloudtasks"])
+@pytest.mark.parametrize("kind", ["local", "cloudtasks", "ctserver"])
 async def test_idempotency_key_is_deduplicated(
     kind: str, request: pytest.FixtureRequest, backend: RecordingBackend, tmp_path: Path
 ) -> None:
