@@ -6,7 +6,6 @@ ingest throughput, so the hot path does only what it must.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
@@ -27,7 +26,6 @@ from proxy.errors import (
     HeadersTooLargeError,
     MethodNotAllowedError,
     ProxyError,
-    RequestTimeoutError,
     UnauthorizedError,
     UriTooLongError,
 )
@@ -86,7 +84,6 @@ class Ingress:
         self.metrics = metrics
         self.max_body = settings.limits.max_body_bytes
         self.max_headers = settings.limits.max_header_bytes
-        self.body_timeout = settings.limits.body_timeout
         self.routes = [
             _Route(
                 route,
@@ -98,13 +95,15 @@ class Ingress:
         ]
         self.access_log = settings.server.access_log
         self._enqueue_seconds = metrics.enqueue_seconds.labels(engine.name)
+        self._answered: dict[tuple[str, int], Any] = {}  # (queue, status) -> counter child
+        self._in_flight = 0
+        metrics.requests_in_flight.set_function(lambda: self._in_flight)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         started = time.perf_counter()
-        in_flight = self.metrics.requests_in_flight
-        in_flight.inc()
+        self._in_flight += 1
         queue_name = "-"
         info: dict[str, object] = {}
         body_read = [False]
@@ -123,8 +122,13 @@ class Ingress:
                 # body would hold it open with no deadline.
                 headers.append((b"connection", b"close"))
         finally:
-            in_flight.dec()
-        self.metrics.requests.labels(queue_name, str(status)).inc()
+            self._in_flight -= 1
+        counter = self._answered.get((queue_name, status))
+        if counter is None:
+            counter = self._answered[(queue_name, status)] = self.metrics.requests.labels(
+                queue_name, str(status)
+            )
+        counter.inc()
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         if self.access_log and logger.isEnabledFor(logging.INFO):
@@ -194,14 +198,11 @@ class Ingress:
         forwarded = self._headers(scope, route, raw_headers, host, request_id, drop)
         if content_length is not None and content_length > self.max_body:
             raise BodyTooLargeError(_too_large(self.max_body))
-        try:
-            async with asyncio.timeout(self.body_timeout):
-                body = await self._read_body(receive)
-            body_read[0] = True
-        except TimeoutError:
-            raise RequestTimeoutError(
-                f"The request body did not arrive within {self.body_timeout:g} seconds."
-            ) from None
+        # The body deadline (limits.body_timeout) is enforced by the HTTP protocol
+        # (proxy/protocol.py): a late body is answered 408 there and reaches us as a
+        # disconnect, which costs nothing per request here.
+        body = await self._read_body(receive)
+        body_read[0] = True
         if body and method not in BODY_METHODS:
             raise BadRequestError(
                 f"A {method} request cannot carry a body; only POST, PUT and PATCH can.",

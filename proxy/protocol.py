@@ -21,11 +21,17 @@ from uvicorn.server import ServerState
 
 from proxy.problems import error_body
 
-_BODY = error_body("request_timeout", "The request headers did not arrive in time.")
-_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-    b"connection: close\r\ncontent-length: " + str(len(_BODY)).encode() + b"\r\n\r\n" + _BODY
-)
+
+def _timeout_response(detail: str) -> bytes:
+    body = error_body("request_timeout", detail)
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+        b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+_RESPONSE = _timeout_response("The request headers did not arrive in time.")
+_BODY_LATE = _timeout_response("The request body did not arrive in time.")
 _TOO_LARGE_BODY = error_body("headers_too_large", "The request line and headers are too large.")
 _TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
@@ -36,17 +42,21 @@ _TOO_LARGE = (
 )
 
 
-def guarded_protocol(header_timeout: float, max_head_bytes: int) -> type[HttpToolsProtocol]:
+def guarded_protocol(
+    header_timeout: float, max_head_bytes: int, body_timeout: float = 30.0
+) -> type[HttpToolsProtocol]:
     """An HttpToolsProtocol class whose requests must send their headers within
     ``header_timeout`` seconds and in at most about ``max_head_bytes`` bytes (the check
-    runs per read, so a head is refused once the reads that did not complete it pass it).
+    runs per read, so a head is refused once the reads that did not complete it pass it),
+    and their whole body within ``body_timeout`` seconds of the headers.
 
-    Deadlines are checked by one sweep over the server's connections every
-    ``header_timeout / 4`` seconds (at most 1 s) rather than by a timer per request: a
-    request then costs two attribute writes, and a late head is refused at most a quarter
-    of the timeout late.
+    Deadlines are checked by one sweep over the server's connections every quarter of the
+    shorter timeout (at most 1 s) rather than by a timer per request: a request then costs
+    a few attribute writes, and a late request is refused at most a quarter of the timeout
+    late. A late body gets 408 unless a response was already started; either way the
+    connection is closed, and the application sees the client disconnect.
     """
-    period = min(1.0, header_timeout / 4)
+    period = min(1.0, header_timeout / 4, body_timeout / 4)
     sweepers: dict[asyncio.AbstractEventLoop, asyncio.TimerHandle] = {}
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -55,6 +65,7 @@ def guarded_protocol(header_timeout: float, max_head_bytes: int) -> type[HttpToo
         ) -> None:
             super().__init__(config, server_state, app_state, **kw)
             self._head_deadline: float | None = None
+            self._body_deadline: float | None = None
             self._head_bytes = 0
 
         def _arm(self) -> None:
@@ -71,15 +82,24 @@ def guarded_protocol(header_timeout: float, max_head_bytes: int) -> type[HttpToo
                 deadline = connection._head_deadline
                 if deadline is not None and deadline < now:
                     connection._refuse(_RESPONSE)
+                deadline = connection._body_deadline
+                if deadline is not None and deadline < now:
+                    connection._body_late()
             if self.connections:
                 sweepers[self.loop] = self.loop.call_later(period, self._sweep)
             else:
                 del sweepers[self.loop]
 
+        def _body_late(self) -> None:
+            self._body_deadline = None
+            started = getattr(self.cycle, "response_started", True)
+            self._refuse(b"" if started else _BODY_LATE)
+
         def _refuse(self, response: bytes) -> None:
             self._head_deadline = None
             if not self.transport.is_closing():
-                self.transport.write(response)
+                if response:
+                    self.transport.write(response)
                 self.transport.close()
 
         def data_received(self, data: bytes) -> None:
@@ -99,7 +119,7 @@ def guarded_protocol(header_timeout: float, max_head_bytes: int) -> type[HttpToo
             self._arm()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._head_deadline = None
+            self._head_deadline = self._body_deadline = None
             super().connection_lost(exc)
 
         def on_message_begin(self) -> None:
@@ -109,6 +129,11 @@ def guarded_protocol(header_timeout: float, max_head_bytes: int) -> type[HttpToo
 
         def on_headers_complete(self) -> None:
             self._head_deadline = None
+            self._body_deadline = self.loop.time() + body_timeout
             super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self._body_deadline = None
+            super().on_message_complete()
 
     return GuardedHttpToolsProtocol

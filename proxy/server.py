@@ -45,7 +45,9 @@ def ingress_options(settings: Settings) -> dict[str, Any]:
         "timeout_graceful_shutdown": int(server.shutdown_grace),
         "access_log": False,  # the ingress writes its own request log, without query strings
         "log_config": None,
-        "http": guarded_protocol(server.header_timeout, max_head_bytes(settings)),
+        "http": guarded_protocol(
+            server.header_timeout, max_head_bytes(settings), settings.limits.body_timeout
+        ),
         # No WebSockets: an Upgrade request is an ordinary request (its Upgrade and
         # Connection headers are hop-by-hop, never delivered), not a 500.
         "ws": "none",
@@ -67,7 +69,9 @@ def admin_options(settings: Settings) -> dict[str, Any]:
         "server_header": False,
         "access_log": False,
         "log_config": None,
-        "http": guarded_protocol(settings.server.header_timeout, max_head_bytes(settings)),
+        "http": guarded_protocol(
+            settings.server.header_timeout, max_head_bytes(settings), settings.limits.body_timeout
+        ),
         "ws": "none",
     }
 
