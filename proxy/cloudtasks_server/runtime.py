@@ -29,7 +29,8 @@ from proxy.metrics import Metrics
 
 logger = logging.getLogger("ingest_proxy.cloudtasks_server")
 
-CLIENT_SHARD = 8  # connections per pooled HTTP client (as the embedded engine)
+CLIENT_SHARD = 8  # connections per pooled HTTP client (as the embedded engine) ...
+MAX_CLIENTS = 16  # ... up to this many clients per queue; larger caps get larger pools
 PRUNE_INTERVAL = 60.0  # seconds between sweeps of expired name blocks
 SHUTDOWN_GRACE = 5.0  # seconds attempts in flight get at shutdown
 
@@ -157,7 +158,9 @@ class Runtime:
             dispatcher.set_paused(config.state == PAUSED)
             return
         settings = config.settings()
-        clients = [self._client() for _ in range(math.ceil(settings.concurrency / CLIENT_SHARD))]
+        count = min(MAX_CLIENTS, math.ceil(settings.concurrency / CLIENT_SHARD))
+        pool = math.ceil(settings.concurrency / count)
+        clients = [self._client(pool) for _ in range(count)]
         fresh = TaskDispatcher(
             settings, store=self.store, clients=clients, clock=self.clock, metrics=self.metrics
         )
@@ -176,15 +179,13 @@ class Runtime:
         if dispatcher is not None:
             dispatcher.stop()
 
-    def _client(self) -> httpx.AsyncClient:
+    def _client(self, connections: int) -> httpx.AsyncClient:
         client = httpx.AsyncClient(
             transport=self._transport,
             verify=self._ssl if self._ssl is not None else True,
             follow_redirects=False,
             trust_env=False,
-            limits=httpx.Limits(
-                max_connections=CLIENT_SHARD, max_keepalive_connections=CLIENT_SHARD
-            ),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             timeout=httpx.Timeout(3600.0),  # each attempt is bounded by its dispatch deadline
         )
         self._clients.append(client)
