@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -212,3 +213,30 @@ def test_schedule_time_is_respected(client: CloudTasksClient, backend: Recording
     [got] = backend.wait_for_count(1, WAIT)
     assert got.at >= when + mono_minus_wall - 0.05
     assert float(got.header("x-cloudtasks-tasketa") or 0) == pytest.approx(when, abs=1e-3)
+
+
+def test_dispatch_deadline_ends_an_attempt(client: CloudTasksClient) -> None:
+    """An attempt with no answer within the task's dispatch_deadline (15 s, the minimum)
+    fails: last_attempt DEADLINE_EXCEEDED, no response counted, next try after backoff.
+    (About 15 s of real time: the deadline cannot be shorter.)"""
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/slow"
+        queue = new_queue(client, retry_config=backoff(300))
+        deadline = datetime.timedelta(seconds=15)
+        task = Task(http_request=HttpRequest(url=url), dispatch_deadline=deadline)
+        name = client.create_task(parent=queue, task=task).name
+        started = time.monotonic()
+
+        def timed_out() -> bool:
+            return client.get_task(name=name).last_attempt.response_status.code == 4
+
+        wait_for(timed_out, 15 + WAIT, interval=0.1)
+        elapsed = time.monotonic() - started
+    got = client.get_task(name=name)
+    assert elapsed >= 14.5
+    assert (got.dispatch_count, got.response_count) == (1, 0)
+    assert got.last_attempt.response_time is None
+    delay = got.schedule_time.timestamp() - got.last_attempt.dispatch_time.timestamp()
+    assert 314 <= delay <= 316  # 15 s deadline + 300 s backoff after the failure
