@@ -69,6 +69,9 @@ def _add_cloudtasks_server(commands: argparse._SubParsersAction[Any]) -> None:
     server.add_argument("--port", type=int, default=8123, help="gRPC port (8123)")
     server.add_argument("--db", default="cloudtasks.db", help="SQLite file (cloudtasks.db)")
     server.add_argument(
+        "--rest-port", type=int, default=None, help="also serve the REST (JSON) API on this port"
+    )
+    server.add_argument(
         "--max-task-bytes", type=int, default=100 * 1024, help="CreateTask size limit (102400)"
     )
     server.add_argument("--log-level", default="info",
@@ -79,11 +82,14 @@ def _add_cloudtasks_server(commands: argparse._SubParsersAction[Any]) -> None:
 def _cloudtasks_server(args: argparse.Namespace) -> int:
     from proxy.cloudtasks_server import serve
 
-    if not 0 <= args.port <= 65535 or args.max_task_bytes < 1:
+    ports = [args.port] if args.rest_port is None else [args.port, args.rest_port]
+    if not all(0 <= port <= 65535 for port in ports) or args.max_task_bytes < 1:
         print("ingest-proxy: --port must be 0-65535, --max-task-bytes positive", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(args.log_level, args.log_format)
-    return asyncio.run(serve(args.db, args.host, args.port, args.max_task_bytes))
+    return asyncio.run(
+        serve(args.db, args.host, args.port, args.max_task_bytes, rest_port=args.rest_port)
+    )
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:

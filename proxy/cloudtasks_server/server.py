@@ -18,6 +18,7 @@ import grpc
 from google.cloud import tasks_v2
 
 from proxy.cloudtasks_server.queue_api import QueueApi
+from proxy.cloudtasks_server.rest import RestServer
 from proxy.cloudtasks_server.runtime import Runtime
 from proxy.cloudtasks_server.task_api import TaskApi
 from proxy.cloudtasks_server.validation import ApiError
@@ -93,10 +94,20 @@ class LocalCloudTasks:
     :attr:`port`), :meth:`stop` drains and closes the file. Runtime arguments (clock,
     transport, max_task_bytes, ...) are passed to :class:`Runtime`."""
 
-    def __init__(self, db: str, *, host: str = "127.0.0.1", port: int = 0, **runtime: Any):
+    def __init__(
+        self,
+        db: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        rest_port: int | None = None,
+        **runtime: Any,
+    ):
         self.runtime = Runtime(db, **runtime)
         self.host = host
         self.port = port
+        self.rest: RestServer | None = None
+        self._rest_port = rest_port
         self._server: grpc.aio.Server | None = None
 
     @property
@@ -112,25 +123,37 @@ class LocalCloudTasks:
         try:
             self.port = server.add_insecure_port(f"{self.host}:{self.port}")
             await server.start()
+            if self._rest_port is not None:
+                self.rest = RestServer(self.runtime, self.host, self._rest_port)
+                await self.rest.start()
         except BaseException:
+            await server.stop(0)
             await self.runtime.aclose()
             raise
         self._server = server
 
     async def stop(self, grace: float = 1.0) -> None:
         """Stop answering (calls in flight get ``grace`` seconds), then the runtime."""
+        if self.rest is not None:
+            await self.rest.stop()
+            self.rest = None
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
         await self.runtime.aclose()
 
 
-async def serve(db: str, host: str, port: int, max_task_bytes: int) -> int:
-    """Run until SIGINT/SIGTERM (the ``cloudtasks-server`` command); returns the exit code."""
-    server = LocalCloudTasks(db, host=host, port=port, max_task_bytes=max_task_bytes)
+async def serve(
+    db: str, host: str, port: int, max_task_bytes: int, rest_port: int | None = None
+) -> int:
+    """Run until SIGINT/SIGTERM (the ``cloudtasks-server`` command); returns the exit code.
+    ``rest_port`` also serves the REST (JSON) surface there."""
+    server = LocalCloudTasks(
+        db, host=host, port=port, max_task_bytes=max_task_bytes, rest_port=rest_port
+    )
     try:
         await server.start()
-    except (EngineUnavailableError, RuntimeError) as exc:
+    except (EngineUnavailableError, RuntimeError, OSError) as exc:
         logger.error("cannot start: %s", exc)
         return 1
     logger.info(
@@ -139,6 +162,8 @@ async def serve(db: str, host: str, port: int, max_task_bytes: int) -> int:
         server.address,
         db,
     )
+    if server.rest is not None:
+        logger.info("REST (JSON) surface on http://%s:%d/v2/", host, server.rest.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

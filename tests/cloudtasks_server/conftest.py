@@ -1,16 +1,18 @@
 """Fixtures of the conformance suite: the google-cloud-tasks client, sync and async,
 against our server and against the PyPI emulator.
 
-``api`` is parametrised over (server, client): ``local`` is ``ingest-proxy
-cloudtasks-server`` (in a thread, on a free port of 127.0.0.1), ``emulator`` the PyPI
-``gcloud-tasks-emulator``. A test decorated with :func:`diverges` documents where the
-emulator differs from Cloud Tasks: for the emulator parameter only it is marked
+``api`` is parametrised over (client, server): the sync and async gRPC clients and the sync
+client on the REST transport against ``local``, our ``ingest-proxy cloudtasks-server`` (in a
+thread, on free ports of 127.0.0.1), and the gRPC clients against ``emulator``, the PyPI
+``gcloud-tasks-emulator`` (it has no REST surface). A test decorated with :func:`diverges`
+documents where the emulator differs from Cloud Tasks: for the emulator parameter only it is marked
 ``xfail(strict=True)``, so if the emulator ever starts to conform the suite says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,10 +21,13 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
+from google.api_core import exceptions as gexc
+from google.auth.credentials import AnonymousCredentials
 from google.cloud.tasks_v2 import CloudTasksAsyncClient, CloudTasksClient
 from google.cloud.tasks_v2.services.cloud_tasks.transports import (
     CloudTasksGrpcAsyncIOTransport,
     CloudTasksGrpcTransport,
+    CloudTasksRestTransport,
 )
 
 from tests.support.cloudtasks_server import ServerThread, run_server
@@ -50,7 +55,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if (
             reason
             and callspec is not None
-            and callspec.params.get("target") == "emulator"
+            and str(callspec.params.get("api", "")).endswith("-emulator")
             and Path(str(item.fspath)).parent == here
         ):
             item.add_marker(pytest.mark.xfail(strict=True, reason=f"PyPI emulator: {reason}"))
@@ -72,15 +77,40 @@ class _Loop:
         self.thread.join(5)
 
 
+@contextlib.contextmanager
+def _grpc_codes() -> Iterator[None]:
+    try:
+        yield
+    except gexc.GoogleAPICallError as exc:
+        response = exc.response
+        try:
+            status = response.json()["error"]["status"] if response is not None else None
+        except (ValueError, KeyError, TypeError):
+            status = None
+        if status is None:
+            raise
+        cls = gexc.exception_class_for_grpc_status(grpc.StatusCode[status])
+        raise cls(exc.message) from exc
+
+
 class Api:
     """The client of one kind, called the same way: ``api.create_queue(parent=..., ...)``
     sends a request built from the keyword arguments; ``api.pages(...)`` lists every page.
-    Errors are google.api_core exceptions for both kinds."""
+    Errors are google.api_core exceptions for every kind. Over REST the library maps errors
+    by HTTP status only (400 -> BadRequest for INVALID_ARGUMENT and FAILED_PRECONDITION
+    alike), so the adapter re-raises the class named by the body's ``error.status``, the
+    gRPC code the server sent, to compare the same codes."""
 
     def __init__(self, host: str, mode: str, loop: _Loop) -> None:
         self.mode = mode
         self._loop = loop
-        if mode == "sync":
+        if mode == "rest":
+            self._channel = None
+            transport = CloudTasksRestTransport(
+                host=host, url_scheme="http", credentials=AnonymousCredentials()
+            )
+            self.client = CloudTasksClient(transport=transport)
+        elif mode == "sync":
             self._channel: Any = grpc.insecure_channel(host)
             self.client: Any = CloudTasksClient(
                 transport=CloudTasksGrpcTransport(channel=self._channel)
@@ -97,6 +127,9 @@ class Api:
     def __getattr__(self, method: str) -> Callable[..., Any]:
         def call(**request: Any) -> Any:
             fn = getattr(self.client, method)
+            if self.mode == "rest":
+                with _grpc_codes():
+                    return fn(request=request, timeout=CALL_TIMEOUT)
             if self.mode == "sync":
                 return fn(request=request, timeout=CALL_TIMEOUT)
             return self._loop.run(fn(request=request, timeout=CALL_TIMEOUT))
@@ -107,9 +140,10 @@ class Api:
         """Every page of a List call, as lists of resources."""
         field = "queues" if method == "list_queues" else "tasks"
         fn = getattr(self.client, method)
-        if self.mode == "sync":
-            pager = fn(request=request, timeout=CALL_TIMEOUT)
-            return [list(getattr(page, field)) for page in pager.pages]
+        if self.mode in ("sync", "rest"):
+            with _grpc_codes():
+                pager = fn(request=request, timeout=CALL_TIMEOUT)
+                return [list(getattr(page, field)) for page in pager.pages]
 
         async def collect() -> list[list[Any]]:
             pager = await fn(request=request, timeout=CALL_TIMEOUT)
@@ -119,7 +153,9 @@ class Api:
         return result
 
     def close(self) -> None:
-        if self.mode == "sync":
+        if self.mode == "rest":
+            self.client.transport.close()
+        elif self.mode == "sync":
             self._channel.close()
         else:
             self._loop.run(self._channel.close())
@@ -128,7 +164,7 @@ class Api:
 @pytest.fixture(scope="session")
 def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """Our server for the whole session (tests use queues of their own)."""
-    with run_server(tmp_path_factory.mktemp("ctserver") / "tasks.db") as server:
+    with run_server(tmp_path_factory.mktemp("ctserver") / "tasks.db", rest_port=0) as server:
         yield server
 
 
@@ -139,17 +175,18 @@ def client_loop() -> Iterator[_Loop]:
     loop.close()
 
 
-@pytest.fixture(params=["local", "emulator"])
-def target(request: pytest.FixtureRequest) -> str:
-    """Which server: ours (``local``) or the PyPI emulator."""
-    return str(request.param)
-
-
-@pytest.fixture(params=["sync", "async"])
-def api(request: pytest.FixtureRequest, target: str, client_loop: _Loop) -> Iterator[Api]:
-    """The google-cloud-tasks client (sync or async) on the chosen server."""
-    server = request.getfixturevalue("local_server" if target == "local" else "emulator")
-    client = Api(server.host, str(request.param), client_loop)
+@pytest.fixture(
+    params=["sync-local", "async-local", "rest-local", "sync-emulator", "async-emulator"]
+)
+def api(request: pytest.FixtureRequest, client_loop: _Loop) -> Iterator[Api]:
+    """The google-cloud-tasks client (sync, async or REST) on the chosen server."""
+    mode, target = str(request.param).split("-")
+    if target == "local":
+        server: Any = request.getfixturevalue("local_server")
+        host = server.rest_host if mode == "rest" else server.host
+    else:
+        host = request.getfixturevalue("emulator").host
+    client = Api(host, mode, client_loop)
     yield client
     client.close()
 

@@ -21,9 +21,10 @@ def imported(package: Path) -> set[str]:
 
 
 def test_server_does_not_import_the_web_app() -> None:
-    """proxy/cloudtasks_server imports neither Starlette, uvicorn nor the proxy's app."""
+    """proxy/cloudtasks_server imports neither Starlette nor the proxy's app (its REST
+    surface is a plain ASGI app under uvicorn)."""
     names = imported(PROXY / "cloudtasks_server")
-    banned = ("starlette", "uvicorn", "proxy.app", "proxy.ingress", "proxy.admin", "proxy.server")
+    banned = ("starlette", "proxy.app", "proxy.ingress", "proxy.admin", "proxy.server")
     assert sorted(n for n in names if n.startswith(banned)) == []
 
 

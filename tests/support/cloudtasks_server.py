@@ -33,6 +33,7 @@ class ServerThread:
         self.db = db
         self.runtime_args = runtime
         self.host = ""
+        self.rest_host = ""  # 127.0.0.1:PORT of the REST surface, when rest_port was given
         self.server: LocalCloudTasks | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -54,6 +55,8 @@ class ServerThread:
                 loop.close()
                 return
             self.host = self.server.address
+            if self.server.rest is not None:
+                self.rest_host = f"127.0.0.1:{self.server.rest.port}"
             started.set()
             loop.run_forever()
             loop.close()
