@@ -149,7 +149,14 @@ class RestApp:
             logger.exception("REST %s %s failed", scope["method"], path)
             await _send(send, 500, _error(grpc.StatusCode.INTERNAL, "The call failed."))
             return
-        text = "{}" if response is None else type(response).to_json(response)
+        # Enum names, as Google's REST API answers, unless the client asks for numbers
+        # ($alt=json;enum-encoding=int, as the client libraries do).
+        numbers = "enum-encoding=int" in unquote(query)
+        text = (
+            "{}"
+            if response is None
+            else type(response).to_json(response, use_integers_for_enums=numbers)
+        )
         await _send(send, 200, text.encode())
 
 
