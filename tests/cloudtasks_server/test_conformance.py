@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 from google.api_core import exceptions as gexc
-from google.cloud.tasks_v2 import HttpMethod, HttpRequest, Queue, RateLimits, RetryConfig, Task
+from google.cloud.tasks_v2 import (
+    HttpMethod,
+    HttpRequest,
+    Queue,
+    RateLimits,
+    RetryConfig,
+    Task,
+)
 from google.protobuf import field_mask_pb2
 
 from tests.cloudtasks_server.conftest import Api, diverges
