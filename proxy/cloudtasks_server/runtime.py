@@ -31,7 +31,8 @@ logger = logging.getLogger("ingest_proxy.cloudtasks_server")
 
 CLIENT_SHARD = 8  # connections per pooled HTTP client (as the embedded engine) ...
 MAX_CLIENTS = 16  # ... up to this many clients per queue; larger caps get larger pools
-PRUNE_INTERVAL = 60.0  # seconds between sweeps of expired name blocks
+PRUNE_INTERVAL = 60.0  # seconds between sweeps of expired tasks and name blocks
+TASK_RETENTION = 31 * 86400.0  # seconds: a task is deleted this long after its creation
 SHUTDOWN_GRACE = 5.0  # seconds attempts in flight get at shutdown
 
 
@@ -130,13 +131,20 @@ class Runtime:
             await self.clock.sleep(PRUNE_INTERVAL)
             now = self.clock.time()
 
-            def run(conn: sqlite3.Connection, now: float = now) -> None:
+            def run(conn: sqlite3.Connection, now: float = now) -> int:
                 conn.execute("DELETE FROM ct_names WHERE until < ?", (now,))
+                old = conn.execute(
+                    "SELECT seq FROM ct_tasks WHERE create_time < ?", (now - TASK_RETENTION,)
+                ).fetchall()
+                return sum(tables.remove_task(conn, seq, now) for (seq,) in old)
 
             try:
-                await self.store.writer.submit(run)
+                expired = await self.store.writer.submit(run)
             except EngineUnavailableError as exc:
-                logger.warning("cannot prune task-name blocks: %s", exc)
+                logger.warning("cannot prune expired tasks and name blocks: %s", exc)
+                continue
+            if expired:
+                logger.info("deleted %d tasks older than 31 days (task retention)", expired)
 
     # ------------------------------------------------------------ queues
 

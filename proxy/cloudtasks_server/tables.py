@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS ct_tasks (
     last_status INTEGER
 );
 CREATE INDEX IF NOT EXISTS ct_tasks_queue ON ct_tasks (queue, seq);
+CREATE INDEX IF NOT EXISTS ct_tasks_created ON ct_tasks (create_time);
 CREATE TABLE IF NOT EXISTS ct_names (
     name TEXT PRIMARY KEY,
     queue TEXT NOT NULL,

@@ -1,5 +1,5 @@
-"""The retry schedule of cloudtasks-server on an injectable clock: the documented worked
-example (min 10 s, max 300 s, 3 doublings) and Retry-After on a 429, with no sleeping.
+"""cloudtasks-server on an injectable clock: the documented retry example (min 10 s, max
+300 s, 3 doublings), Retry-After on a 429, and the 31-day task retention, with no sleeping.
 
 The server runs in the test's event loop with a ManualClock; attempts go over real HTTP
 to a real backend that always fails. After each attempt the task's schedule_time is read
@@ -16,6 +16,7 @@ from pathlib import Path
 import anyio
 import grpc
 import pytest
+from google.api_core import exceptions as gexc
 from google.cloud.tasks_v2 import CloudTasksAsyncClient, HttpRequest, Queue, RetryConfig, Task
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
 
@@ -94,3 +95,24 @@ async def test_retry_after_on_429_is_honoured(harness: Harness, backend: Recordi
     retry = RetryConfig(min_backoff=seconds(10), max_backoff=seconds(300))
     name = await harness.failing_task(backend, retry)
     assert round(await harness.next_delay(name, 1), 3) == 120
+
+
+async def test_tasks_are_deleted_after_31_days(harness: Harness) -> None:
+    """A task still waiting 31 days after its creation is deleted (task retention)."""
+    queue = f"{PARENT}/queues/old-{uuid.uuid4().hex[:8]}"
+    await harness.client.create_queue(parent=PARENT, queue=Queue(name=queue))
+    await harness.client.pause_queue(name=queue)
+    task = Task(http_request=HttpRequest(url="http://127.0.0.1:9/never"))
+    name = (await harness.client.create_task(parent=queue, task=task)).name
+    harness.clock.advance(30 * 86400)
+    with anyio.fail_after(WAIT):
+        await anyio.sleep(0.2)  # the sweep runs, and must keep the 30-day-old task
+    assert (await harness.client.get_task(name=name)).name == name
+    harness.clock.advance(86400 + 61)
+    with anyio.fail_after(WAIT):
+        while True:
+            try:
+                await harness.client.get_task(name=name)
+            except gexc.NotFound:
+                break
+            await anyio.sleep(0.02)
