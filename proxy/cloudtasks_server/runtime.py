@@ -21,7 +21,11 @@ import httpx
 from proxy.cloudtasks_server import tables
 from proxy.cloudtasks_server.dispatch import TaskDispatcher
 from proxy.cloudtasks_server.queues import PAUSED, QueueConfig
-from proxy.cloudtasks_server.validation import DEFAULT_MAX_TASK_BYTES, not_found
+from proxy.cloudtasks_server.validation import (
+    DEFAULT_MAX_TASK_BYTES,
+    QUEUE_NAME_BLOCK,
+    not_found,
+)
 from proxy.engines.local.clock import Clock, SystemClock
 from proxy.engines.local.store import Store
 from proxy.errors import EngineUnavailableError
@@ -133,6 +137,9 @@ class Runtime:
 
             def run(conn: sqlite3.Connection, now: float = now) -> int:
                 conn.execute("DELETE FROM ct_names WHERE until < ?", (now,))
+                conn.execute(
+                    "DELETE FROM ct_deleted_queues WHERE deleted_at < ?", (now - QUEUE_NAME_BLOCK,)
+                )
                 old = conn.execute(
                     "SELECT seq FROM ct_tasks WHERE create_time < ?", (now - TASK_RETENTION,)
                 ).fetchall()
