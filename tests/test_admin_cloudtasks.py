@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 
-from proxy.config import Settings, load_settings
+from proxy.config import Settings
 from tests.support.backend import RecordingBackend
-from tests.support.emulator import LOCATION, PROJECT, Emulator, unique_queue_name
+from tests.support.emulator import Emulator, cloudtasks_proxy_settings, unique_queue_name
 from tests.support.servers import run_proxy, wait_for
 
 TOKEN = "admin-token-for-tests-0123"
@@ -20,18 +20,7 @@ QUIET = 1.5  # seconds to watch for deliveries that must not happen
 
 
 def _settings(target: str, queue: str, host: str, token: str | None = TOKEN) -> Settings:
-    env = {"INGEST_PROXY_ADMIN_TOKEN": token} if token else {}
-    return load_settings(
-        env=env,
-        flags={
-            "engine": "cloudtasks",
-            "target": target,
-            "queue": queue,
-            "project": PROJECT,
-            "location": LOCATION,
-            "emulator_host": host,
-        },
-    )
+    return cloudtasks_proxy_settings(target=target, queue=queue, host=host, admin_token=token)
 
 
 def _post(client: httpx.Client, url: str, **kw: Any) -> httpx.Response:

@@ -13,12 +13,13 @@ import grpc
 import httpx
 import pytest
 
-from proxy.config import Settings, load_settings, settings_from_dict
+from proxy.config import Settings, settings_from_dict
 from tests.support.backend import RecordingBackend, run_backend
 from tests.support.emulator import (
     LOCATION,
     PROJECT,
     Emulator,
+    cloudtasks_proxy_settings,
     queue_path,
     running_emulator,
     unique_queue_name,
@@ -27,20 +28,6 @@ from tests.support.fake_cloudtasks import FakeCloudTasks
 from tests.support.servers import run_proxy, wait_for
 
 TIMEOUT = 30.0  # seconds for any one wait: generous, the machine may be busy
-
-
-def cloudtasks_settings(target: str, queue: str, host: str) -> Settings:
-    """One queue to ``target`` on the Cloud Tasks engine at ``host`` (emulator or fake)."""
-    return load_settings(
-        flags={
-            "engine": "cloudtasks",
-            "target": target,
-            "queue": queue,
-            "project": PROJECT,
-            "location": LOCATION,
-            "emulator_host": host,
-        }
-    )
 
 
 def status_of(client: httpx.Client, url: str) -> int:
@@ -53,7 +40,9 @@ def test_request_is_delivered_unchanged(emulator: Emulator, backend: RecordingBa
     emulator.create_queue(queue)
     body = b'{"order": 42, "items": ["a", "b"]}'
     with (
-        run_proxy(cloudtasks_settings(backend.url, queue, emulator.host)) as proxy,
+        run_proxy(
+            cloudtasks_proxy_settings(target=backend.url, queue=queue, host=emulator.host)
+        ) as proxy,
         httpx.Client(timeout=TIMEOUT) as client,
     ):
         response = client.post(
@@ -115,7 +104,9 @@ def test_outage_gives_503_then_recovers_without_restart(backend: RecordingBacken
     with running_emulator() as emulator:
         emulator.create_queue(queue)
         with (
-            run_proxy(cloudtasks_settings(backend.url, queue, emulator.host)) as proxy,
+            run_proxy(
+                cloudtasks_proxy_settings(target=backend.url, queue=queue, host=emulator.host)
+            ) as proxy,
             httpx.Client(timeout=TIMEOUT) as client,
         ):
             ready = f"{proxy.admin_url}/readyz"
@@ -162,7 +153,9 @@ def test_readyz_follows_the_queue(emulator: Emulator, backend: RecordingBackend)
     """/readyz is 503 while the configured queue does not exist and 200 once it does."""
     queue = unique_queue_name()
     with (
-        run_proxy(cloudtasks_settings(backend.url, queue, emulator.host)) as proxy,
+        run_proxy(
+            cloudtasks_proxy_settings(target=backend.url, queue=queue, host=emulator.host)
+        ) as proxy,
         httpx.Client(timeout=TIMEOUT) as client,
     ):
         ready = f"{proxy.admin_url}/readyz"

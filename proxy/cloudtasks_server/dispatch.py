@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
-from typing import Any
 
 import httpx
 
@@ -35,32 +33,8 @@ from proxy.engines.local import attempt
 from proxy.engines.local.dispatcher import LEASE_MARGIN, Dispatcher
 from proxy.engines.local.store import AttemptResult, LeasedTask
 from proxy.engines.retry import backoff_delay, should_retry
-from proxy.envelope import Envelope
 
 _META = "SELECT url, token, dispatch_deadline FROM ct_tasks WHERE seq = ?"
-LEASED_TASK = (
-    "SELECT seq, id, queue, method, path, query, headers, body, received_at, request_id, eta,"
-    " attempts, responses, first_attempt_at, last_status, size FROM tasks"
-)
-
-
-def leased_task(row: tuple[Any, ...]) -> LeasedTask:
-    """A :class:`LeasedTask` from a row of :data:`LEASED_TASK`."""
-    (seq, id_, queue, method, path, query, headers, body, received_at, request_id, eta,
-     attempts, responses, first_attempt_at, last_status, size) = row  # fmt: skip
-    envelope = Envelope(
-        id=id_,
-        queue=queue,
-        method=method,
-        path=path,
-        query=query,
-        headers=tuple((k, val) for k, val in json.loads(headers)),
-        body=bytes(body),
-        received_at=received_at,
-        schedule_time=eta,
-        request_id=request_id,
-    )
-    return LeasedTask(seq, envelope, eta, attempts, responses, first_attempt_at, last_status, size)
 
 
 class TaskDispatcher(Dispatcher):

@@ -26,10 +26,10 @@ from google.cloud.tasks_v2 import (
 
 from proxy.cloudtasks_server import tables, tasks
 from proxy.cloudtasks_server import validation as v
-from proxy.cloudtasks_server.dispatch import LEASED_TASK, leased_task
 from proxy.cloudtasks_server.runtime import Runtime
 from proxy.cloudtasks_server.tasks import NewTask
 from proxy.cloudtasks_server.validation import ApiError, invalid, not_found
+from proxy.engines.local.store import LEASED_TASK, leased_task
 
 _INSERT_TASK = (
     "INSERT INTO tasks (id, queue, method, path, query, headers, body, size, received_at,"

@@ -28,7 +28,14 @@ from proxy.errors import EngineUnavailableError
 from proxy.metrics import Metrics
 from tests.support.backend import Received, RecordingBackend
 from tests.support.cloudtasks_server import ServerThread, run_server, sync_client
-from tests.support.emulator import LOCATION, PROJECT, Emulator, queue_path, unique_queue_name
+from tests.support.emulator import (
+    LOCATION,
+    PROJECT,
+    Emulator,
+    cloudtasks_proxy_settings,
+    queue_path,
+    unique_queue_name,
+)
 from tests.support.fake_cloudtasks import FakeCloudTasks
 
 pytestmark = pytest.mark.anyio
@@ -75,20 +82,10 @@ def local_harness(backend: RecordingBackend, tmp_path: Path) -> Harness:
 def cloudtasks_harness(backend: RecordingBackend, emulator: Emulator) -> Harness:
     queue = unique_queue_name("contract")
     emulator.create_queue(queue)
-    settings = cloudtasks_settings(queue, backend.url, emulator.host)
+    settings = cloudtasks_proxy_settings(queue=queue, target=backend.url, host=emulator.host)
     # The emulator sends the full queue path where Cloud Tasks sends the short id.
     return Harness(
         "cloudtasks", queue, settings, queue_path(queue), lambda s: CloudTasksEngine(s, Metrics())
-    )
-
-
-def cloudtasks_settings(queue: str, target: str, host: str) -> Settings:
-    return settings_from_dict(
-        {
-            "engine": "cloudtasks",
-            "queues": [{"name": queue, "target": target}],
-            "cloudtasks": {"project": PROJECT, "location": LOCATION, "emulator_host": host},
-        }
     )
 
 
@@ -101,7 +98,7 @@ def ctserver_harness(backend: RecordingBackend, server: ServerThread) -> Harness
                             queue={"name": queue_path(queue)})  # fmt: skip
     finally:
         channel.close()
-    settings = cloudtasks_settings(queue, backend.url, server.host)
+    settings = cloudtasks_proxy_settings(queue=queue, target=backend.url, host=server.host)
     return Harness("ctserver", queue, settings, queue, lambda s: CloudTasksEngine(s, Metrics()))
 
 
@@ -229,7 +226,9 @@ def dedup_case(
         yield ctserver_harness(backend, request.getfixturevalue("ctserver")), None
         return
     fake: FakeCloudTasks = request.getfixturevalue("fake_cloudtasks")
-    settings = cloudtasks_settings("contract", "http://127.0.0.1:9", fake.host)
+    settings = cloudtasks_proxy_settings(
+        queue="contract", target="http://127.0.0.1:9", host=fake.host
+    )
     harness = Harness(
         "cloudtasks", "contract", settings, "", lambda s: CloudTasksEngine(s, Metrics())
     )

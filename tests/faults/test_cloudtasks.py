@@ -17,28 +17,11 @@ from typing import Any
 
 import httpx
 
-from proxy.config import Settings, settings_from_dict
 from tests.faults.common import TIMEOUT
 from tests.support.backend import RecordingBackend
-from tests.support.emulator import LOCATION, PROJECT, running_emulator, unique_queue_name
+from tests.support.emulator import cloudtasks_proxy_settings, running_emulator, unique_queue_name
 from tests.support.fake_cloudtasks import FakeCloudTasks
 from tests.support.servers import run_proxy, wait_for
-
-
-def cloudtasks_settings(target: str, queue: str, host: str, deadline: str) -> Settings:
-    """One Cloud Tasks queue to ``target`` on the service at ``host``."""
-    return settings_from_dict(
-        {
-            "engine": "cloudtasks",
-            "queues": [{"name": queue, "target": target}],
-            "cloudtasks": {
-                "project": PROJECT,
-                "location": LOCATION,
-                "emulator_host": host,
-                "enqueue_deadline": deadline,
-            },
-        }
-    )
 
 
 def assert_unavailable(response: httpx.Response) -> None:
@@ -54,7 +37,9 @@ def test_slow_create_task_is_503_and_a_retry_with_the_same_key_is_one_task(
     hang, not a 202); a slow answer within the deadline is a 202; the client's retry with
     the same Idempotency-Key is a 202 for the one task the slow call stored."""
     fake = fake_cloudtasks
-    settings = cloudtasks_settings("https://backend.example", "orders", fake.host, "1s")
+    settings = cloudtasks_proxy_settings(
+        target="https://backend.example", queue="orders", host=fake.host, enqueue_deadline="1s"
+    )
     answers: list[tuple[httpx.Response, float]] = []
     with run_proxy(settings) as proxy, httpx.Client(timeout=TIMEOUT) as client:
 
@@ -91,7 +76,9 @@ def test_hung_emulator_gives_503_then_recovers_without_restart(
     queue = unique_queue_name("hung")
     with running_emulator() as emulator:
         emulator.create_queue(queue)
-        settings = cloudtasks_settings(backend.url, queue, emulator.host, "1s")
+        settings = cloudtasks_proxy_settings(
+            target=backend.url, queue=queue, host=emulator.host, enqueue_deadline="1s"
+        )
         with run_proxy(settings) as proxy, httpx.Client(timeout=TIMEOUT) as client:
             ready = proxy.admin_url + "/readyz"
             post = lambda body: client.post(proxy.url + "/jobs", content=body)  # noqa: E731

@@ -37,6 +37,7 @@ import pytest
 from google.cloud.tasks_v2 import CloudTasksClient, Queue
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
+from proxy.config import Settings, settings_from_dict
 from tests.support.servers import free_port
 
 VERSION = "0.6.2"
@@ -110,6 +111,33 @@ def ensure_installed() -> Path:
 def _clean_env() -> dict[str, str]:
     # The emulator venv must see only its own packages, never the project's.
     return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+
+
+def cloudtasks_proxy_settings(
+    *,
+    target: str,
+    queue: str,
+    host: str,
+    enqueue_deadline: str | None = None,
+    admin_token: str | None = None,
+) -> Settings:
+    """A proxy on the Cloud Tasks engine with one queue to ``target``, talking to the
+    emulator, fake or cloudtasks-server at ``host`` (project and location of these tests)."""
+    cloudtasks: dict[str, object] = {
+        "project": PROJECT,
+        "location": LOCATION,
+        "emulator_host": host,
+    }
+    if enqueue_deadline is not None:
+        cloudtasks["enqueue_deadline"] = enqueue_deadline
+    data: dict[str, object] = {
+        "engine": "cloudtasks",
+        "queues": [{"name": queue, "target": target}],
+        "cloudtasks": cloudtasks,
+    }
+    if admin_token is not None:
+        data["server"] = {"admin_token": admin_token}
+    return settings_from_dict(data)
 
 
 def unique_queue_name(prefix: str = "q") -> str:

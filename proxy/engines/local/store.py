@@ -48,9 +48,13 @@ _INSERT = (
     "INSERT INTO tasks (id, queue, method, path, query, headers, body, size, received_at,"
     " request_id, eta, visible_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_LEASE = (
+# The columns :func:`leased_task` reads, in its order.
+LEASED_TASK = (
     "SELECT seq, id, queue, method, path, query, headers, body, received_at, request_id, eta,"
-    " attempts, responses, first_attempt_at, last_status, size FROM tasks INDEXED BY tasks_due"
+    " attempts, responses, first_attempt_at, last_status, size FROM tasks"
+)
+_LEASE = (
+    f"{LEASED_TASK} INDEXED BY tasks_due"
     " WHERE queue = ? AND visible_at <= ? ORDER BY visible_at LIMIT ?"
 )
 SNIPPET_CHARS = 1024
@@ -218,7 +222,7 @@ class Store:
                     "SELECT MIN(visible_at) FROM tasks WHERE queue = ?", (queue,)
                 ).fetchone()
                 next_due = found[0] if found else None
-            return Lease([_leased(row) for row in rows], next_due)
+            return Lease([leased_task(row) for row in rows], next_due)
 
         return self.writer.submit(run)
 
@@ -370,7 +374,8 @@ def _bump(conn: sqlite3.Connection, queue: str, tasks: int, size: int, dead: int
         )
 
 
-def _leased(row: tuple[Any, ...]) -> LeasedTask:
+def leased_task(row: tuple[Any, ...]) -> LeasedTask:
+    """A :class:`LeasedTask` from a row of :data:`LEASED_TASK`."""
     (seq, id_, queue, method, path, query, headers, body, received_at, request_id, eta,
      attempts, responses, first_attempt_at, last_status, size) = row  # fmt: skip
     envelope = Envelope(
@@ -380,7 +385,7 @@ def _leased(row: tuple[Any, ...]) -> LeasedTask:
         path=path,
         query=query,
         headers=tuple((name, value) for name, value in json.loads(headers)),
-        body=body,
+        body=bytes(body),
         received_at=received_at,
         schedule_time=eta,
         request_id=request_id,
