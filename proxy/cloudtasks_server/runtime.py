@@ -9,12 +9,9 @@ runs on one event loop; SQLite writes go through the store's writer thread.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import logging
 import math
 import sqlite3
-from typing import IO
 
 import httpx
 
@@ -27,6 +24,7 @@ from proxy.cloudtasks_server.validation import (
     not_found,
 )
 from proxy.engines.local.clock import Clock, SystemClock
+from proxy.engines.local.lifecycle import DatabaseLock, stop_dispatching
 from proxy.engines.local.store import Store
 from proxy.errors import EngineUnavailableError
 from proxy.metrics import Metrics
@@ -65,22 +63,22 @@ class Runtime:
         self._transport = transport
         self._clients: list[httpx.AsyncClient] = []
         self._runs: list[asyncio.Task[None]] = []
-        self._lock_file: IO[bytes] | None = None
+        self._db_lock = DatabaseLock(self.db)
         self._ssl = None if transport else httpx.create_ssl_context()
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         """Lock and open the file, load the queues, start their dispatchers."""
-        self._lock()
+        self._db_lock.acquire()
         try:
             _, released = await asyncio.to_thread(self.store.open, [])
             await self.store.writer.submit(tables.create)
         except sqlite3.Error as exc:
-            self._unlock()
+            self._db_lock.release()
             raise EngineUnavailableError(f"Cannot use {self.db}: {exc}") from exc
         except BaseException:
-            self._unlock()
+            self._db_lock.release()
             raise
         if released:
             logger.info("released %d attempts of an earlier process; retrying them", released)
@@ -93,42 +91,14 @@ class Runtime:
 
     async def aclose(self) -> None:
         """Stop dispatching, give attempts in flight the shutdown grace, close the file."""
-        for dispatcher in self.dispatchers.values():
-            dispatcher.stop()
-        for run in self._runs:
-            run.cancel()
-        for run in self._runs:
-            with contextlib.suppress(asyncio.CancelledError):
-                await run
-        abandoned: list[int] = []
-        for dispatcher in self.dispatchers.values():
-            abandoned += await dispatcher.drain(self.shutdown_grace)
+        dispatchers = list(self.dispatchers.values())
+        await stop_dispatching(dispatchers, self._runs, self.store, self.shutdown_grace)
+        for dispatcher in dispatchers:
             await dispatcher.cancel_manual()
-        if abandoned:
-            with contextlib.suppress(EngineUnavailableError):
-                await self.store.release(abandoned)
         for client in self._clients:
             await client.aclose()
         await asyncio.to_thread(self.store.close)
-        self._unlock()
-
-    def _lock(self) -> None:
-        path = self.db + ".lock"
-        try:
-            handle = open(path, "ab")  # noqa: SIM115 - held while the server runs
-        except OSError as exc:
-            raise EngineUnavailableError(f"Cannot open {path}: {exc.strerror}") from exc
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            raise EngineUnavailableError(f"{self.db} is in use by another process.") from None
-        self._lock_file = handle
-
-    def _unlock(self) -> None:
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        self._db_lock.release()
 
     async def _prune(self) -> None:
         while True:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import functools
 import logging
 import math
 import ssl
-from typing import IO
 
 import httpx
 
@@ -18,6 +15,7 @@ from proxy.engines.admin import QueueInfo
 from proxy.engines.local.admin import LocalAdmin
 from proxy.engines.local.clock import Clock, SystemClock
 from proxy.engines.local.dispatcher import Dispatcher
+from proxy.engines.local.lifecycle import DatabaseLock, stop_dispatching
 from proxy.engines.local.store import Store
 from proxy.envelope import EnqueueResult, Envelope
 from proxy.errors import BacklogFullError, EngineUnavailableError, TaskRejectedError
@@ -100,7 +98,7 @@ class LocalEngine(LocalAdmin):
         self._clients: list[httpx.AsyncClient] = []
         self._ssl: ssl.SSLContext | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._lock_file: IO[bytes] | None = None
+        self._db_lock = DatabaseLock(settings.local.db)
         self._closing = False
         self._started = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -111,11 +109,11 @@ class LocalEngine(LocalAdmin):
         """Lock and open the database, release leases of an earlier process, start the
         dispatchers. Raises :class:`EngineUnavailableError` when the file cannot be used."""
         self._loop = asyncio.get_running_loop()
-        self._lock()
+        self._db_lock.acquire()
         try:
             counts, released = await asyncio.to_thread(self.store.open, self.backlogs)
         except BaseException:
-            self._unlock()
+            self._db_lock.release()
             raise
         if released:
             logger.info("released %d leases of an earlier process; retrying them", released)
@@ -195,46 +193,12 @@ class LocalEngine(LocalAdmin):
         self._closing = True
         if not self._started:
             return
-        for dispatcher in self.dispatchers.values():
-            dispatcher.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         grace = self.settings.server.shutdown_grace
-        drained = await asyncio.gather(*(d.drain(grace) for d in self.dispatchers.values()))
-        abandoned = [seq for seqs in drained for seq in seqs]
-        if abandoned:
-            try:
-                await self.store.release(abandoned)
-            except EngineUnavailableError as exc:
-                logger.warning("could not release %d leases: %s", len(abandoned), exc)
-            logger.info("released %d attempts still in flight at shutdown", len(abandoned))
+        await stop_dispatching(self.dispatchers.values(), self._tasks, self.store, grace)
         for client in self._clients:
             await client.aclose()
         await asyncio.to_thread(self.store.close)
-        self._unlock()
-
-    def _lock(self) -> None:
-        path = self.settings.local.db + ".lock"
-        try:
-            handle = open(path, "ab")  # noqa: SIM115 - held for the engine's lifetime
-        except OSError as exc:
-            raise EngineUnavailableError(f"Cannot open {path}: {exc.strerror}") from exc
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            raise EngineUnavailableError(
-                f"{self.settings.local.db} is in use by another ingest-proxy process."
-            ) from None
-        self._lock_file = handle
-
-    def _unlock(self) -> None:
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        self._db_lock.release()
 
     # ------------------------------------------------------------ the Engine protocol
 
