@@ -64,8 +64,15 @@ def rss_kib(pid: int) -> int:
 
 
 @contextlib.contextmanager
-def server(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[int]:
-    """Run ``command`` on CPU 0 until it answers on ``port``; yield its pid."""
+def server(
+    command: list[str],
+    port: int,
+    env: dict[str, str] | None = None,
+    *,
+    ready_url: str | None = None,
+) -> Iterator[int]:
+    """Run ``command`` on CPU 0 until it answers on ``port`` (or ``ready_url`` answers
+    2xx); yield its pid."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_PROXY_")}
     full_env.update(env or {})
     process = subprocess.Popen(["taskset", "-c", "0", *command], cwd=ROOT, env=full_env)
@@ -75,12 +82,14 @@ def server(command: list[str], port: int, env: dict[str, str] | None = None) -> 
             if process.poll() is not None:
                 raise RuntimeError(f"{command} exited with {process.returncode}")
             try:
-                httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
-                break
+                answer = httpx.get(ready_url or f"http://127.0.0.1:{port}/", timeout=1)
+                if ready_url is None or answer.status_code < 300:
+                    break
             except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{command} did not start") from None
-                time.sleep(0.1)
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{command} did not start") from None
+            time.sleep(0.1)
         yield process.pid
     finally:
         process.terminate()

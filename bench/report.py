@@ -22,7 +22,6 @@ import os
 import platform
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.ingest_local import server
 from bench.loadgen import LoadResult, run_load
 from tests.support.backend import RecordingBackend, run_backend
 from tests.support.servers import free_port
@@ -76,27 +76,8 @@ class Spike:
 @contextlib.contextmanager
 def process(command: list[str], ready_url: str) -> Iterator[int]:
     """Run ``command`` on CPU 0 until ``ready_url`` answers 2xx; yield its pid."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_PROXY_")}
-    proc = subprocess.Popen(["taskset", "-c", "0", *command], cwd=ROOT, env=env)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{command} exited with {proc.returncode}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(ready_url, timeout=1).status_code < 300:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{command} did not get ready")
-            time.sleep(0.1)
-        yield proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with server(command, 0, ready_url=ready_url) as pid:
+        yield pid
 
 
 def proxy_command(config: Path, port: int, admin_port: int) -> list[str]:
