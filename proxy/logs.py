@@ -68,3 +68,7 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    # httpx logs every request with its full URL, query string included: the delivery log
+    # line says the same without it.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

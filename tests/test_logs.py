@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from proxy.logs import JsonFormatter, TextFormatter
+from proxy.logs import JsonFormatter, TextFormatter, configure_logging
 
 
 def _record(**fields: object) -> logging.LogRecord:
@@ -33,3 +33,17 @@ def test_text_formatter_is_readable() -> None:
     line = TextFormatter().format(_record(queue="q", status=202))
     assert "info" in line
     assert line.endswith("request queue=q status=202")
+
+
+def test_http_client_request_lines_are_silenced() -> None:
+    """httpx's per-request INFO lines (full URL with query string) are not logged."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, logging.getLogger("httpx").level)
+    try:
+        configure_logging("info", "json")
+        assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+        assert logging.getLogger("ingest_proxy").isEnabledFor(logging.INFO)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging.getLogger("httpx").setLevel(saved[2])
