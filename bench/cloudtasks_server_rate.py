@@ -25,6 +25,7 @@ from pathlib import Path
 
 from google.cloud.tasks_v2 import HttpRequest, Queue, RateLimits, Task
 
+from bench.dispatch_rate import steady_rate
 from proxy.config import default_burst
 from tests.support.backend import run_backend
 from tests.support.cloudtasks_server import sync_client
@@ -82,11 +83,8 @@ def main() -> None:
             process.terminate()
             process.wait(timeout=60)
         times = sorted(r.at for r in backend.received)
-    start = times[burst]  # first delivery paced by the refill rate
-    window = [t for t in times[burst:] if t <= start + args.seconds]
-    measured = (len(window) - 1) / (window[-1] - start)
+    measured, early = steady_rate(times, burst, args.seconds)
     error = measured / args.rate - 1
-    early = sum(1 for t in times if t <= times[0] + 0.05)
     report = {
         "rate": args.rate,
         "seconds": args.seconds,

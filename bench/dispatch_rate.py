@@ -32,6 +32,16 @@ from tests.support.servers import free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def steady_rate(times: list[float], burst: int, seconds: float) -> tuple[float, int]:
+    """Deliveries per second over ``seconds`` after the first ``burst`` (the bucket's
+    initial tokens), from sorted arrival times; and how many arrived in the first 50 ms."""
+    start = times[burst]  # first delivery paced by the refill rate
+    window = [t for t in times[burst:] if t <= start + seconds]
+    measured = (len(window) - 1) / (window[-1] - start)
+    early = sum(1 for t in times if t <= times[0] + 0.05)
+    return measured, early
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=50.0)
@@ -74,11 +84,8 @@ def main() -> None:
             process.terminate()
             process.wait(timeout=60)
         times = sorted(r.at for r in backend.received)
-    start = times[burst]  # first delivery paced by the refill rate
-    window = [t for t in times[burst:] if t <= start + args.seconds]
-    measured = (len(window) - 1) / (window[-1] - start)
+    measured, early = steady_rate(times, burst, args.seconds)
     error = measured / args.rate - 1
-    early = sum(1 for t in times if t <= times[0] + 0.05)
     report = {
         "rate": args.rate,
         "seconds": args.seconds,
