@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
@@ -11,11 +10,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from proxy.config import RetrySettings, Settings, settings_from_dict
+from proxy.config import RetrySettings
 from proxy.engines.retry import backoff_delay
 from tests.support.servers import free_port, wait_for
 
@@ -34,17 +32,6 @@ def metric(admin_url: str, name: str, **labels: str) -> float:
         if all(found.get(k) == v for k, v in labels.items()):
             total += float(match.group(2))
     return total
-
-
-def local_settings(tmp_path: Path, target: str, **queue: Any) -> Settings:
-    """One embedded-engine queue ``q`` to ``target``, database in ``tmp_path``."""
-    return settings_from_dict(
-        {
-            "queues": [{"name": "q", "target": target, **queue}],
-            "local": {"db": str(tmp_path / "tasks.db")},
-            "server": {"port": 0, "admin_port": 0},
-        }
-    )
 
 
 def earliest_start(retry: RetrySettings, attempt: int) -> float:
@@ -92,26 +79,3 @@ def proxy_process(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], str, st
         if process.poll() is None:
             process.kill()
         process.wait(timeout=TIMEOUT)
-
-
-def spike(
-    url: str, bodies: list[bytes], *, connections: int = 8
-) -> list[httpx.Response | Exception]:
-    """POST every body to ``url`` over ``connections`` keep-alive connections; a response
-    or the transport error for each, in order."""
-
-    async def main() -> list[httpx.Response | Exception]:
-        gate = asyncio.Semaphore(connections)
-        limits = httpx.Limits(max_connections=connections)
-        async with httpx.AsyncClient(timeout=TIMEOUT, limits=limits) as client:
-
-            async def one(body: bytes) -> httpx.Response | Exception:
-                async with gate:
-                    try:
-                        return await client.post(url, content=body)
-                    except httpx.HTTPError as exc:
-                        return exc
-
-            return await asyncio.gather(*(one(body) for body in bodies))
-
-    return asyncio.run(main())

@@ -20,9 +20,10 @@ from typing import Any
 import httpx
 
 from proxy.config import RetrySettings
-from tests.faults.common import TIMEOUT, earliest_start, local_settings, metric, most_attempts
+from tests.faults.common import TIMEOUT, earliest_start, metric, most_attempts
 from tests.support.backend import RecordingBackend
 from tests.support.servers import free_port, run_proxy, serve_in_thread, wait_for
+from tests.support.spike import local_settings
 
 
 def test_backend_down_then_up_delivers_everything_on_schedule(tmp_path: Path) -> None:

@@ -16,10 +16,11 @@ from collections import Counter
 
 import httpx
 
-from tests.faults.common import TIMEOUT, proxy_process, spike
+from tests.faults.common import TIMEOUT, proxy_process
 from tests.support.emulator import LOCATION, PROJECT
 from tests.support.fake_cloudtasks import FakeCloudTasks
 from tests.support.servers import wait_for
+from tests.support.spike import spike
 
 
 def serve_args(fake: FakeCloudTasks) -> list[str]:

@@ -16,8 +16,8 @@ from pathlib import Path
 from proxy.engines.local import LocalEngine
 from proxy.envelope import Envelope
 from proxy.metrics import Metrics
-from tests.faults.common import local_settings
 from tests.support.backend import RecordingBackend
+from tests.support.spike import local_settings
 
 WAIT = 10.0  # seconds: a first attempt at rate 50 starts within milliseconds
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.engines.local.spike import accepted, spike
 from tests.support.backend import RecordingBackend
 from tests.support.servers import free_port, wait_for
+from tests.support.spike import accepted, spike
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 
 from proxy.engines.local import LocalEngine
-from tests.engines.local.spike import accepted, local_settings, spike
 from tests.support.backend import Received, RecordingBackend
 from tests.support.servers import RunningProxy, free_port, run_proxy, wait_for
+from tests.support.spike import accepted, local_settings, spike
 
 
 def engine_of(proxy: RunningProxy) -> LocalEngine:
