@@ -56,8 +56,6 @@ _IDEMPOTENCY_RE = re.compile(r"^[\x20-\x7e]+$")
 # could not be sent by the HTTP client (non-ASCII) or would split a header (CR, LF, NUL).
 _TOKEN_RE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_VALUE_RE = re.compile(rb"[^\t\x20-\x7e]")
-_GOOD_NAMES: set[bytes] = set()  # names seen to be tokens (bounded: names are client input)
-_GOOD_NAMES_MAX = 1024
 
 
 def filter_headers(
@@ -74,14 +72,20 @@ def filter_headers(
     name that is not an HTTP token or a value with a control character (HTAB aside) or a
     byte outside ASCII: such a task could never be delivered.
     """
-    dropped: set[str] = set(drop)
-    for raw_name, raw_value in raw:
-        if raw_name.lower() == b"connection":
-            dropped.update(t.strip().lower() for t in raw_value.decode("latin-1").split(","))
     kept: list[tuple[str, str]] = []
+    listed: list[bytes] | None = None  # values of Connection headers
     for raw_name, raw_value in raw:
-        name = raw_name.decode("latin-1").lower()
-        if name in ALWAYS_DROPPED or name in dropped or name.startswith(RESERVED_PREFIXES):
+        name = _NAMES.get(raw_name)
+        if name is None:
+            name = _name_of(raw_name)
+            if name != _DROPPED and _TOKEN_RE.fullmatch(raw_name) is None:
+                if _dropped_anyway(name, raw, drop):
+                    continue
+                raise _invalid_header(raw_name)
+        if name == _DROPPED:
+            # "Connection: keep-alive" or "close" lists no header that would be delivered.
+            if raw_value not in _PLAIN_CONNECTION and raw_name.lower() == b"connection":
+                listed = [raw_value] if listed is None else [*listed, raw_value]
             continue
         if name == "authorization" and not forward_authorization:
             continue
@@ -91,14 +95,48 @@ def filter_headers(
         # str.isprintable() is true for ASCII 0x20-0x7e only: the common case in C; the
         # regex runs only for values with a tab or worse.
         if not (value.isascii() and value.isprintable()) and _BAD_VALUE_RE.search(raw_value):
+            if _dropped_anyway(name, raw, drop):
+                continue
             raise _invalid_header(raw_name)
-        if raw_name not in _GOOD_NAMES:
-            if _TOKEN_RE.fullmatch(raw_name) is None:
-                raise _invalid_header(raw_name)
-            if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
-                _GOOD_NAMES.add(raw_name)
         kept.append((name, value))
+    if listed is not None:
+        drop = drop | _connection_options(listed)
+    if drop:
+        kept = [(name, value) for name, value in kept if name not in drop]
     return kept
+
+
+# Header names seen, each mapped to the lower-case name to deliver it under, or to
+# _DROPPED: one dict lookup per header on the hot path. Only HTTP tokens are remembered,
+# and only so many (names are client input).
+_DROPPED = "\x00"
+_NAMES: dict[bytes, str] = {}
+_NAMES_MAX = 1024
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
+
+
+def _name_of(raw_name: bytes) -> str:
+    """The lower-case name to deliver ``raw_name`` under, or ``_DROPPED``."""
+    name = raw_name.decode("latin-1").lower()
+    if name in ALWAYS_DROPPED or name.startswith(RESERVED_PREFIXES):
+        name = _DROPPED
+    if len(_NAMES) < _NAMES_MAX and _TOKEN_RE.fullmatch(raw_name) is not None:
+        _NAMES[raw_name] = name
+    return name
+
+
+def _dropped_anyway(name: str, raw: list[tuple[bytes, bytes]], drop: frozenset[str]) -> bool:
+    """Whether header ``name`` is removed by ``drop`` or a Connection header of ``raw``
+    (then a character it cannot deliver does not matter)."""
+    listed = [value for raw_name, value in raw if raw_name.lower() == b"connection"]
+    return name in drop or name in _connection_options(listed)
+
+
+def _connection_options(values: list[bytes]) -> frozenset[str]:
+    """The header names listed in Connection headers: hop-by-hop for this request."""
+    return frozenset(
+        token.strip().lower() for value in values for token in value.decode("latin-1").split(",")
+    )
 
 
 def _invalid_header(raw_name: bytes) -> BadRequestError:

@@ -11,14 +11,15 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from proxy.auth import bearer_token, key_matches
 from proxy.config import QueueSettings, RouteSettings, Settings
 from proxy.engines import Engine
-from proxy.engines.delivery import BODY_METHODS, MAX_URL_LENGTH, target_url
+from proxy.engines.delivery import BODY_METHODS, MAX_URL_LENGTH
 from proxy.envelope import Envelope
 from proxy.errors import (
     BadRequestError,
@@ -40,16 +41,24 @@ Send = Callable[[Message], Awaitable[None]]
 
 logger = logging.getLogger("ingest_proxy.ingress")
 
-_CONTROL = frozenset(
-    {
-        b"idempotency-key",
-        b"x-delay",
-        b"x-not-before",
-        b"x-request-id",
-        b"x-api-key",
-        b"authorization",
-    }
-)
+# The request headers the ingress itself reads (uvicorn gives lower-case names).
+_HOST, _CONTENT_LENGTH, _UPGRADE, _TRANSFER_ENCODING = 1, 2, 3, 4
+_READ: dict[bytes, int | str] = {
+    b"host": _HOST,
+    b"content-length": _CONTENT_LENGTH,
+    b"upgrade": _UPGRADE,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+} | {
+    name.encode(): name
+    for name in (
+        "idempotency-key",
+        "x-delay",
+        "x-not-before",
+        "x-request-id",
+        "x-api-key",
+        "authorization",
+    )
+}
 ALLOWED_METHODS = frozenset({"POST", "GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 # Characters RFC 3986 does not allow as they are (and a "%" that starts no escape): they
@@ -59,7 +68,7 @@ _UNSAFE_QUERY = re.compile(r"%(?![0-9A-Fa-f]{2})|[^A-Za-z0-9/?%:@!$&'()*+,;=._~-
 # host [":" port]: a reg-name (letters, digits, "-._~", sub-delims, %XX) or an IP literal.
 _GOOD_HOSTS: dict[bytes, str] = {}  # Host values seen valid (bounded: they are client input)
 _GOOD_HOSTS_MAX = 256
-_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]{0,5})?")
+_HOST_RE = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]{0,5})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +77,10 @@ class _Route:
     queue: QueueSettings
     prefix: str  # without a trailing slash; "" for the catch-all
     api_keys: tuple[str, ...]
+    target_length: int = field(init=False)  # of the target URL the path is appended to
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target_length", len(self.queue.target.rstrip("/")))
 
     def matches(self, path: str, host: str) -> bool:
         if self.settings.host is not None and host != self.settings.host:
@@ -108,10 +121,10 @@ class Ingress:
         info: dict[str, object] = {}
         body_read = [False]
         try:
-            host = _host_of(scope)
-            route = self._route(scope["path"], host)
+            head = _read_head(scope)
+            route = self._route(scope["path"], head.host)
             queue_name = route.queue.name
-            status, headers, body = await self._accept(scope, receive, route, host, info, body_read)
+            status, headers, body = await self._accept(scope, receive, route, head, info, body_read)
         except ProxyError as exc:
             self.metrics.enqueue_errors.labels(exc.code).inc()
             status, headers, body = error_response_parts(exc)
@@ -153,7 +166,7 @@ class Ingress:
         scope: Scope,
         receive: Receive,
         route: _Route,
-        host: str | None,
+        head: _Head,
         info: dict[str, object],
         body_read: list[bool],
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -163,18 +176,9 @@ class Ingress:
                 f"Method {method} cannot be delivered; use one of "
                 "POST, GET, HEAD, PUT, DELETE, PATCH, OPTIONS."
             )
-        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
-        control: dict[bytes, str] = {}
-        content_length: int | None = None
-        upgrade = False
-        for name, value in raw_headers:
-            if name in _CONTROL:
-                control[name] = value.decode("latin-1")
-            elif name == b"content-length":
-                content_length = _content_length(value)
-            elif name == b"upgrade":
-                upgrade = True
-        if upgrade and _declares_body(raw_headers):
+        length = head.content_length
+        content_length = _content_length(length) if length is not None else None
+        if head.upgrade and (head.chunked or content_length):
             # The HTTP parser hands what follows an Upgrade request's head to the new
             # protocol, so its body would be lost: refuse rather than deliver it empty.
             raise BadRequestError(
@@ -182,20 +186,27 @@ class Ingress:
                 "send it without the Upgrade header.",
                 code="upgrade_with_body",
             )
+        control = head.control
         drop = self._authenticate(route, control)
         now = time.time()
-        schedule_time = schedule_time_from(
-            control.get(b"x-delay"), control.get(b"x-not-before"), now
-        )
-        key = control.get(b"idempotency-key")
-        task_id = task_id_for_key(key) if key is not None else os.urandom(16).hex()
-        request_id = request_id_from(control.get(b"x-request-id")) or os.urandom(16).hex()
+        schedule_time = schedule_time_from(control.get("x-delay"), control.get("x-not-before"), now)
+        key = control.get("idempotency-key")
+        fresh = os.urandom(32).hex()  # a random task id and request id, in one system call
+        task_id = task_id_for_key(key) if key is not None else fresh[:32]
+        request_id = request_id_from(control.get("x-request-id")) or fresh[32:]
         info["request_id"] = request_id
         path = self._delivery_path(scope, route)
-        query = scope.get("query_string", b"").decode("latin-1")
-        if query and _UNSAFE_QUERY.search(query) is not None:
-            query = _UNSAFE_QUERY.sub(_percent_encode, query)
-        forwarded = self._headers(scope, route, raw_headers, host, request_id, drop)
+        query = ""
+        raw_query = scope.get("query_string")
+        if raw_query:
+            query = raw_query.decode("latin-1")
+            if _UNSAFE_QUERY.search(query) is not None:
+                query = _UNSAFE_QUERY.sub(_percent_encode, query)
+            if route.target_length + len(path) + 1 + len(query) > MAX_URL_LENGTH:
+                raise _uri_too_long()
+        elif route.target_length + len(path) > MAX_URL_LENGTH:
+            raise _uri_too_long()
+        forwarded = self._headers(scope, route, head.host, request_id, drop)
         if content_length is not None and content_length > self.max_body:
             raise BodyTooLargeError(_too_large(self.max_body))
         # The body deadline (limits.body_timeout) is enforced by the HTTP protocol
@@ -221,10 +232,6 @@ class Ingress:
             idempotency_key=key,
             request_id=request_id,
         )
-        if len(target_url(route.queue, envelope)) > MAX_URL_LENGTH:
-            raise UriTooLongError(
-                f"The delivery URL would be longer than {MAX_URL_LENGTH} characters."
-            )
         started = time.perf_counter()
         result = await self.engine.enqueue(envelope)
         self._enqueue_seconds.observe(time.perf_counter() - started)
@@ -245,14 +252,14 @@ class Ingress:
             payload,
         )
 
-    def _authenticate(self, route: _Route, control: dict[bytes, str]) -> frozenset[str]:
+    def _authenticate(self, route: _Route, control: dict[str, str]) -> frozenset[str]:
         """Check the route's API key; return the credential headers never to deliver."""
         if not route.api_keys:
             return frozenset()
-        presented = control.get(b"x-api-key")
+        presented = control.get("x-api-key")
         drop = {"x-api-key"}
         if presented is None:
-            presented = bearer_token(control.get(b"authorization"))
+            presented = bearer_token(control.get("authorization"))
             drop.add("authorization")
         if presented is None or not key_matches(presented, route.api_keys):
             raise UnauthorizedError(
@@ -283,13 +290,12 @@ class Ingress:
         self,
         scope: Scope,
         route: _Route,
-        raw_headers: list[tuple[bytes, bytes]],
         host: str | None,
         request_id: str,
         drop: frozenset[str],
     ) -> list[tuple[str, str]]:
         forwarded = filter_headers(
-            raw_headers,
+            scope["headers"],
             forward_authorization=route.settings.forward_authorization,
             forward_cookies=route.settings.forward_cookies,
             drop=drop,
@@ -301,7 +307,7 @@ class Ingress:
         if host is not None:
             forwarded.append(("x-forwarded-host", host))
         forwarded.append(("x-request-id", request_id))
-        size = sum(len(name) + len(value) + 4 for name, value in forwarded)
+        size = sum(map(len, chain.from_iterable(forwarded))) + 4 * len(forwarded)
         if size > self.max_headers:
             raise HeadersTooLargeError(
                 f"The forwarded headers total {size} bytes; the limit is {self.max_headers}."
@@ -351,31 +357,65 @@ def _percent_encode(match: re.Match[str]) -> str:
     return "".join(f"%{byte:02X}" for byte in match.group().encode("latin-1"))
 
 
-def _host_of(scope: Scope) -> str | None:
-    """The request's one Host header (``None`` when an HTTP/1.0 request has none).
+class _Head(NamedTuple):
+    """What the ingress reads from the request headers."""
+
+    host: str | None
+    control: dict[str, str]  # control and credential headers by (lower-case) name
+    content_length: bytes | None
+    upgrade: bool
+    chunked: bool
+
+
+def _read_head(scope: Scope) -> _Head:
+    """The headers the ingress reads, in one pass over them.
 
     Raises :class:`BadRequestError` (``invalid_host``) for what RFC 9112 says a server must
     refuse with 400: an HTTP/1.1 request without Host, several Host headers, or a value
-    that is not ``host[:port]``. The value is delivered as ``X-Forwarded-Host``.
+    that is not ``host[:port]``. The host is delivered as ``X-Forwarded-Host``.
     """
+    control: dict[str, str] = {}
     found: bytes | None = None
+    length: bytes | None = None
+    upgrade = chunked = False
     for name, value in scope["headers"]:
-        if name == b"host":
+        kind = _READ.get(name)
+        if kind is None:
+            continue
+        if isinstance(kind, str):
+            control[kind] = value.decode("latin-1")
+        elif kind == _HOST:
             if found is not None:
                 raise BadRequestError("Send one Host header, not several.", code="invalid_host")
             found = value
+        elif kind == _CONTENT_LENGTH:
+            # Several are refused as not a whole number ("5,5"), as RFC 9112 allows.
+            length = value if length is None else length + b"," + value
+        elif kind == _UPGRADE:
+            upgrade = True
+        else:
+            chunked = True
+    return _Head(_host_value(found, scope), control, length, upgrade, chunked)
+
+
+def _host_value(found: bytes | None, scope: Scope) -> str | None:
+    """The request's Host (``None`` when an HTTP/1.0 request has none)."""
     if found is None:
         if scope.get("http_version", "1.1") == "1.0":
             return None
         raise BadRequestError("An HTTP/1.1 request needs a Host header.", code="invalid_host")
     host = _GOOD_HOSTS.get(found)
     if host is None:
-        if _HOST.fullmatch(found) is None:
+        if _HOST_RE.fullmatch(found) is None:
             raise BadRequestError("The Host header is not a host[:port].", code="invalid_host")
         host = found.decode("ascii")
         if len(_GOOD_HOSTS) < _GOOD_HOSTS_MAX:
             _GOOD_HOSTS[found] = host
     return host
+
+
+def _uri_too_long() -> UriTooLongError:
+    return UriTooLongError(f"The delivery URL would be longer than {MAX_URL_LENGTH} characters.")
 
 
 def _content_length(value: bytes) -> int:
