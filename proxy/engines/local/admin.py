@@ -9,13 +9,13 @@ which would slow every enqueue): fine for an operator, not for a hot path.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from typing import Any
 
 from proxy.config import Settings
 from proxy.engines.admin import DeadLetterInfo, Page, QueueInfo, TaskInfo
 from proxy.engines.local.dispatcher import Dispatcher
+from proxy.engines.local.header_codec import decode_headers
 from proxy.engines.local.store import Store
 from proxy.errors import BadRequestError, NotFoundError
 
@@ -242,7 +242,7 @@ def _task(row: Any, full: bool) -> TaskInfo:
         response_count=responses,
         last_status=last_status,
         body_bytes=size,
-        headers=tuple((k, v) for k, v in json.loads(headers)) if full else None,
+        headers=decode_headers(headers) if full else None,
         body=bytes(body) if full else None,
     )
 

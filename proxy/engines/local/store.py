@@ -15,7 +15,6 @@ All writes go through one :class:`Writer` thread (group commit).
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import threading
 import time
@@ -23,6 +22,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from proxy.engines.local.header_codec import decode_headers, encode_headers
 from proxy.engines.local.records import (
     AttemptResult,
     DeadLetter,
@@ -154,7 +154,7 @@ class Store:
         seen: dict[str, str] = {}
         results: list[Any] = []
         deltas: dict[str, list[int]] = {}
-        dumps = json.dumps
+        encode = encode_headers
         for env in envelopes:
             if env.idempotency_key is not None:
                 first = seen.get(env.id)
@@ -178,7 +178,7 @@ class Store:
                     env.method,
                     env.path,
                     env.query,
-                    dumps(env.headers),
+                    encode(env.headers),
                     env.body,
                     size,
                     env.received_at,
@@ -384,7 +384,7 @@ def leased_task(row: tuple[Any, ...]) -> LeasedTask:
         method=method,
         path=path,
         query=query,
-        headers=tuple((name, value) for name, value in json.loads(headers)),
+        headers=decode_headers(headers),
         body=bytes(body),
         received_at=received_at,
         schedule_time=eta,

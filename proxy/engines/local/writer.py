@@ -1,16 +1,16 @@
 """The single SQLite writer: one thread, one connection, group commit.
 
-Every job waiting when the thread is free runs in one transaction, so a burst of
-enqueues costs one fsync, and each caller's future resolves only after that commit.
+Jobs are gathered on the submitting event loop: while a batch of that loop is being
+written, new jobs wait there, and they go to the thread as one batch as soon as the
+previous one committed (or, when none is in flight, at the end of the loop's current
+iteration). So a burst of enqueues costs one fsync and one thread wake-up, batches grow
+with the load by themselves, and an idle proxy commits at once. Each caller's future
+resolves only after its batch committed.
+
 Jobs that need durability (enqueues) make the batch commit with the configured
 ``synchronous`` level; batches of bookkeeping only (leases, completions, retries) commit
 with ``NORMAL``: in WAL mode they survive a process crash, and losing one to a power cut
 only means a task is delivered again, which at-least-once delivery allows.
-
-Under load (the previous batch held more than one enqueue) the thread waits
-``GATHER_SECONDS`` before taking a batch, so the event loop, which shares the core, can
-hand over more enqueues: fewer, larger commits cost less CPU per task. An idle proxy
-commits at once.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ BENCH_COMMIT_DELAY_ENV = "INGEST_PROXY_BENCH_ONLY_COMMIT_DELAY_MS"
 
 Group = Callable[[sqlite3.Connection, list[Any]], list[Any]]
 _STOP = object()
-GATHER_SECONDS = 0.0005  # wait before a batch when the previous one held several enqueues
+PAGE_SIZE = 16384  # bytes, for new database files
 
 
 class _Job:
@@ -59,6 +59,17 @@ class _Job:
         self.loop = loop
         self.future = future
         self.durable = durable
+
+
+class _Gathering:
+    """The jobs one event loop submitted since its last batch went to the thread."""
+
+    __slots__ = ("in_flight", "jobs", "scheduled")
+
+    def __init__(self) -> None:
+        self.jobs: list[_Job] = []
+        self.in_flight = False  # a batch of this loop is being written
+        self.scheduled = False  # a flush is scheduled on the loop
 
 
 def unavailable(exc: sqlite3.Error) -> EngineUnavailableError:
@@ -88,7 +99,8 @@ class Writer:
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
         self.on_batch = on_batch
-        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()  # lists of jobs, or _STOP
+        self._gathering: dict[asyncio.AbstractEventLoop, _Gathering] = {}
         self._thread: threading.Thread | None = None
         self._closed = False
         self._sync_now = ""
@@ -144,8 +156,36 @@ class Writer:
             raise EngineUnavailableError("The task store is closed (shutting down).", retry_after=1)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._inbox.put(_Job(group, fn, payload, loop, future, durable))
+        gathering = self._gathering.get(loop)
+        if gathering is None:
+            gathering = self._gathering[loop] = _Gathering()
+        gathering.jobs.append(_Job(group, fn, payload, loop, future, durable))
+        if not (gathering.in_flight or gathering.scheduled):
+            gathering.scheduled = True
+            loop.call_soon(self._flush, gathering)
         return future
+
+    def _flush(self, gathering: _Gathering) -> None:
+        """Hand the loop's gathered jobs to the thread (on the loop)."""
+        gathering.scheduled = False
+        if gathering.in_flight or not gathering.jobs:
+            return
+        jobs, gathering.jobs = gathering.jobs, []
+        if self._closed:
+            error = EngineUnavailableError("The task store is closed.", retry_after=1)
+            _settle([(job, None, error) for job in jobs])
+            return
+        gathering.in_flight = True
+        self._inbox.put(jobs)
+
+    def _settle(self, entries: list[tuple[_Job, Any, BaseException | None]]) -> None:
+        """Resolve the futures of a written batch, then send the jobs gathered meanwhile
+        (on the loop)."""
+        _settle(entries)
+        gathering = self._gathering.get(entries[0][0].loop)
+        if gathering is not None:
+            gathering.in_flight = False
+            self._flush(gathering)
 
     # ------------------------------------------------------------ the thread
 
@@ -153,6 +193,10 @@ class Writer:
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout
         )
+        # Only takes effect for a new file (a WAL database keeps its page size). Fewer,
+        # larger pages mean fewer WAL frames per commit: about a quarter less CPU per
+        # 1 KiB task than the default 4 KiB.
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode=WAL").fetchone()
         conn.execute("PRAGMA journal_size_limit=67108864")
         self._identity = _identity(self.path)
@@ -189,31 +233,25 @@ class Writer:
                 break
             if item is not _STOP:
                 error = EngineUnavailableError("The task store is closed.", retry_after=1)
-                left.append((item, None, error))
+                left.extend((job, None, error) for job in item)
         self._resolve(left)
 
     def _loop(self, conn: sqlite3.Connection) -> None:
-        busy = False
         while True:
             jobs: list[_Job] = []
             stop = False
             item = self._inbox.get()
-            if busy and item is not _STOP:
-                # Under load, let the event loop hand over a few more enqueues first: fewer,
-                # larger commits cost less CPU per task, and the loop shares the core.
-                time.sleep(GATHER_SECONDS)
             while True:
                 if item is _STOP:
                     stop = True
                 else:
-                    jobs.append(item)
+                    jobs.extend(item)
                 try:
                     item = self._inbox.get_nowait()
                 except queue.Empty:
                     break
             if jobs:
                 self._run_batch(conn, jobs)
-            busy = sum(1 for job in jobs if job.durable) > 1
             if stop:
                 return
 
@@ -274,8 +312,7 @@ class Writer:
             except sqlite3.Error:
                 logger.exception("rollback failed")
 
-    @staticmethod
-    def _resolve(results: list[tuple[_Job, Any, BaseException | None]]) -> None:
+    def _resolve(self, results: list[tuple[_Job, Any, BaseException | None]]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any, BaseException | None]]]
         by_loop = {}
         for entry in results:
@@ -283,7 +320,7 @@ class Writer:
         for loop, entries in by_loop.items():
             # RuntimeError: the caller's loop is closed; nobody is waiting any more.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, entries)
+                loop.call_soon_threadsafe(self._settle, entries)
 
 
 def _settle(entries: list[tuple[_Job, Any, BaseException | None]]) -> None:
