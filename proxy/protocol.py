@@ -13,10 +13,10 @@ larger than ``max_head_bytes`` gets 431 and the connection is closed, without re
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from proxy.problems import error_body
@@ -130,10 +130,49 @@ def guarded_protocol(
         def on_headers_complete(self) -> None:
             self._head_deadline = None
             self._body_deadline = self.loop.time() + body_timeout
+            cycle = self.cycle
             super().on_headers_complete()
+            if self.cycle is not cycle and self.scope["method"] != "HEAD":
+                one_write = _OneWriteResponse(self.transport, self.cycle)
+                self.cycle.transport = cast(asyncio.Transport, one_write)
 
         def on_message_complete(self) -> None:
             self._body_deadline = None
             super().on_message_complete()
 
     return GuardedHttpToolsProtocol
+
+
+class _OneWriteResponse:
+    """The transport as one request's response cycle sees it: the status line and headers
+    are held back and written with the first body chunk, in one system call instead of
+    two (a 202 is a short head and a short body; a socket write costs several
+    microseconds here). Used only for requests other than HEAD, whose response always
+    writes a body chunk, even an empty one, right after the head."""
+
+    __slots__ = ("_cycle", "_head", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._head: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.write(head + data)
+            self._cycle.transport = self._transport  # every later write goes straight out
+        elif self._cycle.response_started:
+            self._head = data  # "100 Continue" is written before the response starts
+        else:
+            self._transport.write(data)
+
+    def close(self) -> None:
+        if self._head is not None:
+            self._transport.write(self._head)
+            self._head = None
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
