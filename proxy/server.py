@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,11 +28,22 @@ HEAD_ALLOWANCE = 16 * 1024  # bytes of a request head beyond limits.max_header_b
 
 
 class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to :func:`serve`."""
+    """A uvicorn server that leaves signal handling to :func:`serve`; with ``freeze_gc``,
+    what exists once it started is frozen out of the garbage collector's full passes."""
+
+    def __init__(self, config: uvicorn.Config, *, freeze_gc: bool = False) -> None:
+        super().__init__(config)
+        self.freeze_gc = freeze_gc
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.freeze_gc and self.started:
+            gc.collect()
+            gc.freeze()
 
 
 def ingress_options(settings: Settings) -> dict[str, Any]:
@@ -88,11 +101,19 @@ def build_servers(settings: Settings) -> tuple[_Server, _Server, Runtime]:
         port=server.admin_port,
         **admin_options(settings),
     )
-    return _Server(ingress), _Server(admin), runtime
+    return _Server(ingress, freeze_gc=True), _Server(admin), runtime
+
+
+# Collect young objects every 20,000 allocations rather than 700: with a batch of
+# enqueues waiting on every commit, many objects outlive a young collection, and the
+# collector was 5-6 % of the event loop's time. Objects made while starting (modules,
+# clients, TLS contexts) are frozen out of full collections once the ingress started.
+GC_THRESHOLD = (20_000, 20, 20)
 
 
 async def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; return the process exit status."""
+    gc.set_threshold(*GC_THRESHOLD)
     ingress, admin, runtime = build_servers(settings)
     loop = asyncio.get_running_loop()
 
