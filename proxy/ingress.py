@@ -30,6 +30,7 @@ from proxy.errors import (
     UnauthorizedError,
     UriTooLongError,
 )
+from proxy.forwarded import TrustedProxies, forwarded_scheme
 from proxy.headers import filter_headers, request_id_from, schedule_time_from, task_id_for_key
 from proxy.metrics import Metrics
 from proxy.problems import error_response_parts
@@ -50,12 +51,14 @@ logger = logging.getLogger("ingest_proxy.ingress")
 _random_bits = random.getrandbits
 
 # The request headers the ingress itself reads (uvicorn gives lower-case names).
-_HOST, _CONTENT_LENGTH, _UPGRADE, _TRANSFER_ENCODING = 1, 2, 3, 4
+_HOST, _CONTENT_LENGTH, _UPGRADE, _TRANSFER_ENCODING, _FORWARDED_FOR, _FORWARDED_PROTO = range(6)
 _READ: dict[bytes, int | str] = {
     b"host": _HOST,
     b"content-length": _CONTENT_LENGTH,
     b"upgrade": _UPGRADE,
     b"transfer-encoding": _TRANSFER_ENCODING,
+    b"x-forwarded-for": _FORWARDED_FOR,
+    b"x-forwarded-proto": _FORWARDED_PROTO,
 } | {
     name.encode(): name
     for name in (
@@ -115,6 +118,7 @@ class Ingress:
             for route in settings.effective_routes
         ]
         self.access_log = settings.server.access_log
+        self.trusted_proxies = TrustedProxies(settings.server.trusted_proxies)
         self._enqueue_seconds = metrics.enqueue_seconds.labels(engine.name)
         self._answered: dict[tuple[str, int], Any] = {}  # (queue, status) -> counter child
         self._in_flight = 0
@@ -214,7 +218,7 @@ class Ingress:
                 raise _uri_too_long()
         elif route.target_length + len(path) > MAX_URL_LENGTH:
             raise _uri_too_long()
-        forwarded = self._headers(scope, route, head.host, request_id, drop)
+        forwarded = self._headers(scope, route, head, request_id, drop)
         if content_length is not None and content_length > self.max_body:
             raise BodyTooLargeError(_too_large(self.max_body))
         # The body deadline (limits.body_timeout) is enforced by the HTTP protocol
@@ -298,7 +302,7 @@ class Ingress:
         self,
         scope: Scope,
         route: _Route,
-        host: str | None,
+        head: _Head,
         request_id: str,
         drop: frozenset[str],
     ) -> list[tuple[str, str]]:
@@ -308,12 +312,23 @@ class Ingress:
             forward_cookies=route.settings.forward_cookies,
             drop=drop,
         )
-        client = scope.get("client")
+        peer = scope.get("client")
+        client = str(peer[0]) if peer else None
+        scheme = str(scope.get("scheme", "http"))
+        if (
+            (head.forwarded_for or head.forwarded_proto)
+            and client is not None
+            and client in self.trusted_proxies
+        ):
+            if head.forwarded_for:
+                client = self.trusted_proxies.client(head.forwarded_for) or client
+            if head.forwarded_proto:
+                scheme = forwarded_scheme(head.forwarded_proto) or scheme
         if client:
-            forwarded.append(("x-forwarded-for", str(client[0])))
-        forwarded.append(("x-forwarded-proto", str(scope.get("scheme", "http"))))
-        if host is not None:
-            forwarded.append(("x-forwarded-host", host))
+            forwarded.append(("x-forwarded-for", client))
+        forwarded.append(("x-forwarded-proto", scheme))
+        if head.host is not None:
+            forwarded.append(("x-forwarded-host", head.host))
         forwarded.append(("x-request-id", request_id))
         size = sum(map(len, chain.from_iterable(forwarded))) + 4 * len(forwarded)
         if size > self.max_headers:
@@ -373,6 +388,8 @@ class _Head(NamedTuple):
     content_length: bytes | None
     upgrade: bool
     chunked: bool
+    forwarded_for: str | None  # believed only from a trusted proxy
+    forwarded_proto: str | None
 
 
 def _read_head(scope: Scope) -> _Head:
@@ -386,6 +403,7 @@ def _read_head(scope: Scope) -> _Head:
     found: bytes | None = None
     length: bytes | None = None
     upgrade = chunked = False
+    forwarded_for = forwarded_proto = None
     for name, value in scope["headers"]:
         kind = _READ.get(name)
         if kind is None:
@@ -401,9 +419,15 @@ def _read_head(scope: Scope) -> _Head:
             length = value if length is None else length + b"," + value
         elif kind == _UPGRADE:
             upgrade = True
-        else:
+        elif kind == _TRANSFER_ENCODING:
             chunked = True
-    return _Head(_host_value(found, scope), control, length, upgrade, chunked)
+        elif kind == _FORWARDED_FOR:
+            hops = value.decode("latin-1")
+            forwarded_for = hops if forwarded_for is None else f"{forwarded_for}, {hops}"
+        else:
+            forwarded_proto = value.decode("latin-1")
+    host = _host_value(found, scope)
+    return _Head(host, control, length, upgrade, chunked, forwarded_for, forwarded_proto)
 
 
 def _host_value(found: bytes | None, scope: Scope) -> str | None:

@@ -52,8 +52,9 @@ def ingress_options(settings: Settings) -> dict[str, Any]:
     return {
         "lifespan": "on",
         "log_level": server.log_level,
-        "proxy_headers": True,
-        "forwarded_allow_ips": server.trusted_proxies,
+        # X-Forwarded-For/-Proto from server.trusted_proxies are read by the ingress itself
+        # (proxy/forwarded.py), in its one pass over the headers.
+        "proxy_headers": False,
         "server_header": False,
         "timeout_graceful_shutdown": int(server.shutdown_grace),
         "access_log": False,  # the ingress writes its own request log, without query strings
