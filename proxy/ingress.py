@@ -70,6 +70,7 @@ _READ: dict[bytes, int | str] = {
         "authorization",
     )
 }
+_NOTHING: frozenset[str] = frozenset()
 ALLOWED_METHODS = frozenset({"POST", "GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 # Characters RFC 3986 does not allow as they are (and a "%" that starts no escape): they
@@ -117,6 +118,7 @@ class Ingress:
             )
             for route in settings.effective_routes
         ]
+        self._host_routes = any(route.settings.host is not None for route in self.routes)
         self.access_log = settings.server.access_log
         self.trusted_proxies = TrustedProxies(settings.server.trusted_proxies)
         self._enqueue_seconds = metrics.enqueue_seconds.labels(engine.name)
@@ -167,7 +169,7 @@ class Ingress:
             logger.info("request", extra={"fields": info})
 
     def _route(self, path: str, host: str | None) -> _Route:
-        name = host.lower().rsplit(":", 1)[0] if host else ""
+        name = host.lower().rsplit(":", 1)[0] if host and self._host_routes else ""
         for route in self.routes:
             if route.matches(path, name):
                 return route
@@ -199,13 +201,19 @@ class Ingress:
                 code="upgrade_with_body",
             )
         control = head.control
-        drop = self._authenticate(route, control)
         now = time.time()
-        schedule_time = schedule_time_from(control.get("x-delay"), control.get("x-not-before"), now)
-        key = control.get("idempotency-key")
         fresh = f"{_random_bits(256):064x}"  # a random task id and request id
-        task_id = task_id_for_key(key) if key is not None else fresh[:32]
-        request_id = request_id_from(control.get("x-request-id")) or fresh[32:]
+        if control or route.api_keys:
+            drop = self._authenticate(route, control)
+            schedule_time = schedule_time_from(
+                control.get("x-delay"), control.get("x-not-before"), now
+            )
+            key = control.get("idempotency-key")
+            task_id = task_id_for_key(key) if key is not None else fresh[:32]
+            request_id = request_id_from(control.get("x-request-id")) or fresh[32:]
+        else:  # no control or credential header, no key required: the common case
+            drop, schedule_time, key = _NOTHING, None, None
+            task_id, request_id = fresh[:32], fresh[32:]
         info["request_id"] = request_id
         path = self._delivery_path(scope, route)
         query = ""
