@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Sequence
 
 import httpx
@@ -78,6 +79,7 @@ class Dispatcher:
         self.in_flight: dict[int, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._idle = False
         self._stopping = False
         self.paused = False  # set by the admin API: no new attempts, tasks still accepted
@@ -106,12 +108,9 @@ class Dispatcher:
             self._poke()
 
     def _poke(self) -> None:
-        # The admin API may run on another event loop (another thread).
-        try:
-            same_loop = asyncio.get_running_loop() is self._loop
-        except RuntimeError:
-            same_loop = False
-        if same_loop:
+        # The admin API may run on another event loop, in another thread. (Comparing
+        # threads costs no system call; asyncio.get_running_loop() makes one.)
+        if threading.get_ident() == self._loop_thread:
             self._wake.set()
         else:
             self._loop.call_soon_threadsafe(self._wake.set)

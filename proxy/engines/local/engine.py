@@ -203,7 +203,8 @@ class LocalEngine(LocalAdmin):
     # ------------------------------------------------------------ the Engine protocol
 
     async def enqueue(self, envelope: Envelope) -> EnqueueResult:
-        """Persist ``envelope`` durably (see the class docstring for the bounds)."""
+        """Persist ``envelope`` durably (see the class docstring for the bounds); on the
+        loop that started the engine, like every engine method but the admin API's."""
         if self._closing or not self._started:
             raise EngineUnavailableError("The engine is not running.", retry_after=1)
         backlog = self.backlogs.get(envelope.queue)
@@ -221,7 +222,7 @@ class LocalEngine(LocalAdmin):
         backlog.tasks += 1
         backlog.bytes += size
         try:
-            result: EnqueueResult = await self.store.enqueue(envelope)
+            result: EnqueueResult = await self.store.enqueue(envelope, self._loop)
         except BaseException:
             backlog.tasks -= 1
             backlog.bytes -= size

@@ -139,11 +139,14 @@ class Store:
 
     # ------------------------------------------------------------ enqueue
 
-    def enqueue(self, envelope: Envelope) -> asyncio.Future[EnqueueResult]:
+    def enqueue(
+        self, envelope: Envelope, loop: asyncio.AbstractEventLoop | None = None
+    ) -> asyncio.Future[EnqueueResult]:
         """Persist ``envelope``; await the result: an :class:`EnqueueResult` once the batch
-        holding it committed (``duplicate`` when its Idempotency-Key is within the window)."""
+        holding it committed (``duplicate`` when its Idempotency-Key is within the window).
+        ``loop``: the running loop, when the caller knows it."""
         future: asyncio.Future[EnqueueResult]
-        future = self.writer.submit_grouped(self._insert, envelope, durable=True)
+        future = self.writer.submit_grouped(self._insert, envelope, durable=True, loop=loop)
         return future
 
     def _insert(self, conn: sqlite3.Connection, envelopes: list[Envelope]) -> list[Any]:

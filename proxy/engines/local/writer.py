@@ -140,10 +140,21 @@ class Writer:
         """Run ``fn(connection)`` in the next batch; the future resolves after the commit."""
         return self._put(None, fn, None, durable)
 
-    def submit_grouped(self, group: Group, payload: Any, *, durable: bool) -> asyncio.Future[Any]:
+    def submit_grouped(
+        self,
+        group: Group,
+        payload: Any,
+        *,
+        durable: bool,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> asyncio.Future[Any]:
         """Add ``payload`` to ``group``'s list in the next batch: ``group(connection,
-        payloads)`` runs once per batch and returns one result (or exception) per payload."""
-        return self._put(group, None, payload, durable)
+        payloads)`` runs once per batch and returns one result (or exception) per payload.
+
+        ``loop`` is the running loop, when the caller knows it: asking asyncio costs a
+        system call (a fork check), once per enqueue otherwise.
+        """
+        return self._put(group, None, payload, durable, loop)
 
     def _put(
         self,
@@ -151,10 +162,12 @@ class Writer:
         fn: Callable[[sqlite3.Connection], Any] | None,
         payload: Any,
         durable: bool,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> asyncio.Future[Any]:
         if self._closed:
             raise EngineUnavailableError("The task store is closed (shutting down).", retry_after=1)
-        loop = asyncio.get_running_loop()
+        if loop is None:
+            loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         gathering = self._gathering.get(loop)
         if gathering is None:
