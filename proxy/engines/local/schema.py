@@ -3,7 +3,10 @@ migrate in ``Store.open`` when they change."""
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+# 2: tasks.headers holds one name or value per line (header_codec.py); schema 1 files hold
+# JSON there, which is still read, so opening one only raises the number, and an earlier
+# ingest-proxy then refuses the file instead of failing on the new rows.
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     seq INTEGER PRIMARY KEY,

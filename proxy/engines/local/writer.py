@@ -223,11 +223,14 @@ class Writer:
         return conn
 
     def _main(self, init: Callable[[sqlite3.Connection], Any], ready: ThreadFuture[Any]) -> None:
+        conn: sqlite3.Connection | None = None
         try:
             conn = self._connect()
             ready.set_result(init(conn))
         except BaseException as exc:
             self._closed = True
+            if conn is not None:
+                conn.close()
             ready.set_exception(exc)
             return
         try:

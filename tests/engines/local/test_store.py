@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from proxy.engines.local.clock import ManualClock
+from proxy.engines.local.schema import SCHEMA_VERSION
 from proxy.engines.local.store import AttemptResult, Store
 from proxy.envelope import Envelope
 from proxy.errors import EngineUnavailableError
@@ -301,3 +304,45 @@ async def test_deleted_database_file_is_unavailable(h: Harness) -> None:
         await h.store.enqueue(envelope(2))
     with pytest.raises(EngineUnavailableError):
         await h.store.probe()
+
+
+async def test_a_schema_1_file_is_upgraded_and_its_json_headers_still_read(
+    tmp_path: Path,
+) -> None:
+    """A file of an earlier version (schema 1: headers stored as JSON) opens, is marked with
+    the current schema (so that earlier versions refuse it from then on), and its tasks are
+    leased with their headers."""
+    path = tmp_path / "old.db"
+    first = Store(str(path), clock=lambda: 2000.0)
+    first.open(["q"])
+    first.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute(
+            "INSERT INTO tasks (id, queue, method, path, query, headers, body, size,"
+            " received_at, request_id, eta, visible_at)"
+            " VALUES ('old1', 'q', 'POST', '/p', '', ?, x'6869', 2, 1.0, 'r1', 1.0, 1.0)",
+            (json.dumps([["content-type", "text/plain"], ["x-a", "1"]]),),
+        )
+        conn.execute("UPDATE counters SET tasks = 1, bytes = 2 WHERE queue = 'q'")
+        conn.execute("PRAGMA user_version = 1")
+    store = Store(str(path), clock=lambda: 2000.0)
+    counts, _ = store.open(["q"])
+    try:
+        assert counts["q"].tasks == 1
+        lease = await store.lease("q", now=10.0, limit=5, lease_until=100.0)
+        assert [t.envelope.headers for t in lease.tasks] == [
+            (("content-type", "text/plain"), ("x-a", "1"))
+        ]
+    finally:
+        store.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_file_of_a_newer_version_is_refused(tmp_path: Path) -> None:
+    """A file written by a newer ingest-proxy is not opened (nothing in it is touched)."""
+    path = tmp_path / "new.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(EngineUnavailableError, match="newer ingest-proxy"):
+        Store(str(path), clock=lambda: 2000.0).open(["q"])
