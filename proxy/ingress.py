@@ -232,7 +232,13 @@ class Ingress:
         # The body deadline (limits.body_timeout) is enforced by the HTTP protocol
         # (proxy/protocol.py): a late body is answered 408 there and reaches us as a
         # disconnect, which costs nothing per request here.
-        body = await self._read_body(receive)
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            body = message.get("body", b"")  # the whole body in one message: the usual case
+            if len(body) > self.max_body:
+                raise BodyTooLargeError(_too_large(self.max_body))
+        else:
+            body = await self._read_body(receive, message)
         body_read[0] = True
         if body and method not in BODY_METHODS:
             raise BadRequestError(
@@ -345,11 +351,11 @@ class Ingress:
             )
         return forwarded
 
-    async def _read_body(self, receive: Receive) -> bytes:
+    async def _read_body(self, receive: Receive, message: Message) -> bytes:
+        """The body of which ``message`` is the first part."""
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
             if message["type"] == "http.disconnect":
                 raise BadRequestError(
                     "The client disconnected before the body was complete.", code="disconnected"
@@ -362,6 +368,7 @@ class Ingress:
                 chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+            message = await receive()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

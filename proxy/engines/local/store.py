@@ -44,9 +44,9 @@ __all__ = [
     "Store",
 ]
 
-_INSERT = (
+_INSERT = (  # visible_at starts as the ETA
     "INSERT INTO tasks (id, queue, method, path, query, headers, body, size, received_at,"
-    " request_id, eta, visible_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " request_id, eta, visible_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?11, ?11)"
 )
 # The columns :func:`leased_task` reads, in its order.
 LEASED_TASK = (
@@ -151,13 +151,57 @@ class Store:
 
     def _insert(self, conn: sqlite3.Connection, envelopes: list[Envelope]) -> list[Any]:
         now = self.clock()
-        horizon = now - self.dedup_window
-        rows: list[tuple[Any, ...]] = []
         keyed: list[tuple[str, str, float]] = []
-        seen: dict[str, str] = {}
-        results: list[Any] = []
-        deltas: dict[str, list[int]] = {}
+        results: list[Any]
+        if any(env.idempotency_key is not None for env in envelopes):
+            envelopes, results = self._new_ones(conn, envelopes, now, keyed)
+        else:
+            results = [EnqueueResult(env.id, env.queue) for env in envelopes]
         encode = encode_headers
+        rows = [
+            (
+                env.id,
+                env.queue,
+                env.method,
+                env.path,
+                env.query,
+                encode(env.headers),
+                env.body,
+                len(env.body),
+                env.received_at,
+                env.request_id,
+                env.received_at if env.schedule_time is None else env.schedule_time,
+            )
+            for env in envelopes
+        ]
+        conn.executemany(_INSERT, rows)
+        if keyed:
+            conn.executemany("INSERT OR REPLACE INTO dedup VALUES (?, ?, ?)", keyed)
+        deltas: dict[str, list[int]] = {}
+        for env in envelopes:
+            delta = deltas.get(env.queue)
+            if delta is None:
+                deltas[env.queue] = [1, len(env.body)]
+            else:
+                delta[0] += 1
+                delta[1] += len(env.body)
+        for queue, (count, size) in deltas.items():
+            _bump(conn, queue, count, size, 0)
+        return results
+
+    def _new_ones(
+        self,
+        conn: sqlite3.Connection,
+        envelopes: list[Envelope],
+        now: float,
+        keyed: list[tuple[str, str, float]],
+    ) -> tuple[list[Envelope], list[Any]]:
+        """The envelopes to store (not duplicates within the de-dup window), and the result
+        of every one in order; ``keyed`` gets the de-dup rows to write."""
+        horizon = now - self.dedup_window
+        seen: dict[str, str] = {}
+        fresh: list[Envelope] = []
+        results: list[Any] = []
         for env in envelopes:
             if env.idempotency_key is not None:
                 first = seen.get(env.id)
@@ -172,37 +216,9 @@ class Store:
                     continue
                 seen[env.id] = env.queue
                 keyed.append((env.id, env.queue, now))
-            eta = env.schedule_time if env.schedule_time is not None else env.received_at
-            size = len(env.body)
-            rows.append(
-                (
-                    env.id,
-                    env.queue,
-                    env.method,
-                    env.path,
-                    env.query,
-                    encode(env.headers),
-                    env.body,
-                    size,
-                    env.received_at,
-                    env.request_id,
-                    eta,
-                    eta,
-                )
-            )
+            fresh.append(env)
             results.append(EnqueueResult(env.id, env.queue))
-            delta = deltas.get(env.queue)
-            if delta is None:
-                deltas[env.queue] = [1, size]
-            else:
-                delta[0] += 1
-                delta[1] += size
-        conn.executemany(_INSERT, rows)
-        if keyed:
-            conn.executemany("INSERT OR REPLACE INTO dedup VALUES (?, ?, ?)", keyed)
-        for queue, (count, size) in deltas.items():
-            _bump(conn, queue, count, size, 0)
-        return results
+        return fresh, results
 
     # ------------------------------------------------------------ dispatch side
 
