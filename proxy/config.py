@@ -8,6 +8,7 @@ Durations accept seconds as a number or a string with a unit: ``0.1``, ``"100ms"
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import tomllib
@@ -306,6 +307,17 @@ def _validate_server(server: ServerSettings) -> None:
         raise ConfigError("server.log_format", "must be auto, json or text")
     if server.admin_token is not None and len(server.admin_token) < 16:
         raise ConfigError("server.admin_token", "must be at least 16 characters")
+    entries = [entry.strip() for entry in server.trusted_proxies.split(",")]
+    if entries != ["*"]:
+        for entry in filter(None, entries):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    "server.trusted_proxies",
+                    f"{entry!r} is not an IP address or network; use addresses and CIDR "
+                    "networks separated by commas, or * alone",
+                ) from None
 
 
 def _validate_cloudtasks(ct: CloudTasksSettings, queues: tuple[QueueSettings, ...]) -> None:

@@ -14,23 +14,19 @@ _CACHE_MAX = 4096  # peers remembered (addresses are client input)
 
 
 class TrustedProxies:
-    """The peers in ``spec``: ``*`` (any), or comma-separated IP addresses, CIDR networks
-    and other literals (a Unix socket path) compared as text."""
+    """The peers in ``spec``: ``*`` (any), or comma-separated IP addresses and CIDR
+    networks (config.py refuses anything else; here it raises ValueError)."""
 
     def __init__(self, spec: str) -> None:
         entries = [entry.strip() for entry in spec.split(",") if entry.strip()]
         self.any = entries == ["*"]
         self._addresses: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
         self._networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        self._literals: set[str] = set()
-        for entry in entries:
-            try:
-                if "/" in entry:
-                    self._networks.append(ipaddress.ip_network(entry, strict=False))
-                else:
-                    self._addresses.add(ipaddress.ip_address(entry))
-            except ValueError:
-                self._literals.add(entry)
+        for entry in [] if self.any else entries:
+            if "/" in entry:
+                self._networks.append(ipaddress.ip_network(entry, strict=False))
+            else:
+                self._addresses.add(ipaddress.ip_address(entry))
         self._seen: dict[str, bool] = {}
 
     def __contains__(self, host: str) -> bool:
@@ -47,7 +43,7 @@ class TrustedProxies:
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
-            return host in self._literals
+            return False  # not an address (a Unix socket peer): never a trusted proxy
         return address in self._addresses or any(address in net for net in self._networks)
 
     def client(self, x_forwarded_for: str) -> str | None:

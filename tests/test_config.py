@@ -164,6 +164,27 @@ def test_full_file(tmp_path: Path) -> None:
         ({"queues": [{"name": "q", "target": TARGET}], "default_queue": "z"}, "default_queue"),
         ({"queues": [{"name": "q", "target": TARGET}], "server": {"port": 70000}}, "server.port"),
         (
+            {
+                "queues": [{"name": "q", "target": TARGET}],
+                "server": {"trusted_proxies": "10.0.0.1, lb"},
+            },
+            "server.trusted_proxies",
+        ),
+        (
+            {
+                "queues": [{"name": "q", "target": TARGET}],
+                "server": {"trusted_proxies": "10.0.0.0/33"},
+            },
+            "server.trusted_proxies",
+        ),
+        (
+            {
+                "queues": [{"name": "q", "target": TARGET}],
+                "server": {"trusted_proxies": "*, 10.0.0.1"},
+            },
+            "server.trusted_proxies",
+        ),
+        (
             {"queues": [{"name": "q", "target": TARGET}], "limits": {"max_body_bytes": 0}},
             "limits.max_body_bytes",
         ),

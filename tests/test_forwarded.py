@@ -25,16 +25,21 @@ from tests.support.servers import serve_in_thread
         ("10.0.0.0/8, 192.168.1.1", "11.0.0.1", False),
         ("::1", "0:0:0:0:0:0:0:1", True),
         ("fd00::/8", "fd12::5", True),
-        ("/run/lb.sock", "/run/lb.sock", True),
         ("*", "203.0.113.9", True),
         ("", "127.0.0.1", False),
         ("127.0.0.1", "not-an-address", False),
     ],
 )
 def test_trusted_peers(spec: str, peer: str, trusted: bool) -> None:
-    """Addresses compare as addresses (any IPv6 spelling), networks by membership, other
-    entries as text; "*" trusts every peer and an empty list none."""
+    """Addresses compare as addresses (any IPv6 spelling), networks by membership; "*"
+    trusts every peer and an empty list none; a peer that is no address is never trusted."""
     assert (peer in TrustedProxies(spec)) is trusted
+
+
+def test_an_entry_that_is_no_address_is_an_error() -> None:
+    """The config refuses such entries (tests/test_config.py); the class does too."""
+    with pytest.raises(ValueError, match="does not appear to be"):
+        TrustedProxies("10.0.0.1, lb.internal")
 
 
 @pytest.mark.parametrize(
