@@ -222,10 +222,11 @@ class Ingress:
             query = raw_query.decode("latin-1")
             if _UNSAFE_QUERY.search(query) is not None:
                 query = _UNSAFE_QUERY.sub(_percent_encode, query)
-            if route.target_length + len(path) + 1 + len(query) > MAX_URL_LENGTH:
-                raise _uri_too_long()
-        elif route.target_length + len(path) > MAX_URL_LENGTH:
-            raise _uri_too_long()
+        # The length of delivery.target_url(): target + path [+ "?" + query].
+        if route.target_length + len(path) + (len(query) + 1 if query else 0) > MAX_URL_LENGTH:
+            raise UriTooLongError(
+                f"The delivery URL would be longer than {MAX_URL_LENGTH} characters."
+            )
         forwarded = self._headers(scope, route, head, request_id, drop)
         if content_length is not None and content_length > self.max_body:
             raise BodyTooLargeError(_too_large(self.max_body))
@@ -459,10 +460,6 @@ def _host_value(found: bytes | None, scope: Scope) -> str | None:
         if len(_GOOD_HOSTS) < _GOOD_HOSTS_MAX:
             _GOOD_HOSTS[found] = host
     return host
-
-
-def _uri_too_long() -> UriTooLongError:
-    return UriTooLongError(f"The delivery URL would be longer than {MAX_URL_LENGTH} characters.")
 
 
 def _content_length(value: bytes) -> int:
