@@ -307,17 +307,31 @@ def _validate_server(server: ServerSettings) -> None:
         raise ConfigError("server.log_format", "must be auto, json or text")
     if server.admin_token is not None and len(server.admin_token) < 16:
         raise ConfigError("server.admin_token", "must be at least 16 characters")
-    entries = [entry.strip() for entry in server.trusted_proxies.split(",")]
-    if entries != ["*"]:
-        for entry in filter(None, entries):
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ConfigError(
-                    "server.trusted_proxies",
-                    f"{entry!r} is not an IP address or network; use addresses and CIDR "
-                    "networks separated by commas, or * alone",
-                ) from None
+    try:
+        trusted_networks(server.trusted_proxies)
+    except ValueError as exc:
+        raise ConfigError("server.trusted_proxies", str(exc)) from None
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def trusted_networks(spec: str) -> list[Network] | None:
+    """The networks of a ``server.trusted_proxies`` value (an address is a one-address
+    network), ``None`` for ``*`` (every peer). Raises ValueError naming a bad entry."""
+    entries = [entry.strip() for entry in spec.split(",") if entry.strip()]
+    if entries == ["*"]:
+        return None
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"{entry!r} is not an IP address or network; use addresses and CIDR "
+                "networks separated by commas, or * alone"
+            ) from None
+    return networks
 
 
 def _validate_cloudtasks(ct: CloudTasksSettings, queues: tuple[QueueSettings, ...]) -> None:

@@ -9,25 +9,21 @@ from __future__ import annotations
 
 import ipaddress
 
+from proxy.config import trusted_networks
+
 _SCHEMES = frozenset({"http", "https"})
 _CACHE_MAX = 4096  # peers remembered (addresses are client input)
 
 
 class TrustedProxies:
     """The peers in ``spec``: ``*`` (any), or comma-separated IP addresses and CIDR
-    networks (config.py refuses anything else; here it raises ValueError)."""
+    networks (:func:`proxy.config.trusted_networks`; anything else raises ValueError)."""
 
     def __init__(self, spec: str) -> None:
-        entries = [entry.strip() for entry in spec.split(",") if entry.strip()]
-        self.any = entries == ["*"]
-        self._addresses: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
-        self._networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        for entry in [] if self.any else entries:
-            if "/" in entry:
-                self._networks.append(ipaddress.ip_network(entry, strict=False))
-            else:
-                self._addresses.add(ipaddress.ip_address(entry))
-        self._seen: dict[str, bool] = {}
+        networks = trusted_networks(spec)
+        self.any = networks is None
+        self._networks = networks or []
+        self._seen: dict[str, bool] = {}  # peer -> trusted, so each is parsed once
 
     def __contains__(self, host: str) -> bool:
         if self.any:
@@ -44,7 +40,7 @@ class TrustedProxies:
             address = ipaddress.ip_address(host)
         except ValueError:
             return False  # not an address (a Unix socket peer): never a trusted proxy
-        return address in self._addresses or any(address in net for net in self._networks)
+        return any(address in network for network in self._networks)
 
     def client(self, x_forwarded_for: str) -> str | None:
         """The client named by an ``X-Forwarded-For`` value that a trusted peer sent: the
