@@ -197,6 +197,12 @@ class NoopEngine:
     async def enqueue(self, envelope: Envelope) -> EnqueueResult:
         return EnqueueResult(envelope.id, envelope.queue)
 
+    def enqueue_nowait(self, envelope: Envelope) -> asyncio.Future[EnqueueResult]:
+        """The ingress's direct path (proxy/direct.py), as the embedded engine offers it."""
+        future: asyncio.Future[EnqueueResult] = asyncio.get_running_loop().create_future()
+        future.set_result(EnqueueResult(envelope.id, envelope.queue))
+        return future
+
 
 def serve_noop_ingress(port: int) -> None:
     """The proxy's ingress (same app and uvicorn options) over :class:`NoopEngine`."""

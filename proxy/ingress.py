@@ -6,6 +6,7 @@ ingest throughput, so the hot path does only what it must.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import re
@@ -20,10 +21,11 @@ from proxy.auth import bearer_token, key_matches
 from proxy.config import QueueSettings, RouteSettings, Settings
 from proxy.engines import Engine
 from proxy.engines.delivery import BODY_METHODS, MAX_URL_LENGTH
-from proxy.envelope import Envelope
+from proxy.envelope import EnqueueResult, Envelope
 from proxy.errors import (
     BadRequestError,
     BodyTooLargeError,
+    EngineUnavailableError,
     HeadersTooLargeError,
     MethodNotAllowedError,
     ProxyError,
@@ -39,6 +41,8 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers, body
+Respond = Callable[[int, list[tuple[bytes, bytes]], bytes], None]
 
 logger = logging.getLogger("ingest_proxy.ingress")
 
@@ -71,6 +75,10 @@ _READ: dict[bytes, int | str] = {
     )
 }
 _NOTHING: frozenset[str] = frozenset()
+_CANCELLED = EngineUnavailableError(
+    "The proxy stopped before the request was stored; retry it.", retry_after=1
+)
+_FAILED = ProxyError("The proxy failed while storing the request; retry it.")
 ALLOWED_METHODS = frozenset({"POST", "GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 # Characters RFC 3986 does not allow as they are (and a "%" that starts no escape): they
@@ -125,6 +133,10 @@ class Ingress:
         self._answered: dict[tuple[str, int], Any] = {}  # (queue, status) -> counter child
         self._in_flight = 0
         metrics.requests_in_flight.set_function(lambda: self._in_flight)
+        submit = getattr(engine, "enqueue_nowait", None)
+        self._submit: Callable[[Envelope], asyncio.Future[EnqueueResult]] = (
+            submit if submit is not None else lambda env: asyncio.ensure_future(engine.enqueue(env))
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -133,57 +145,104 @@ class Ingress:
         self._in_flight += 1
         queue_name = "-"
         info: dict[str, object] = {}
-        body_read = [False]
+        body_read = False
         try:
             head = _read_head(scope)
             route = self._route(scope["path"], head.host)
             queue_name = route.queue.name
-            status, headers, body = await self._accept(scope, receive, route, head, info, body_read)
+            pending = self._begin(scope, head, route, info)
+            body = await self._receive_body(receive, pending)
+            body_read = True
+            envelope = self._envelope(pending, body)
+            enqueued = time.perf_counter()
+            result = await self.engine.enqueue(envelope)
+            status, headers, payload = self._accepted(pending, envelope, result, enqueued)
         except ProxyError as exc:
-            self.metrics.enqueue_errors.labels(exc.code).inc()
-            status, headers, body = error_response_parts(exc)
-            info["error"] = exc.code
-            if not body_read[0] and _declares_body(scope["headers"]):
+            status, headers, payload = self._refused(exc, info)
+            if not body_read and declares_body(scope["headers"]):
                 # Refused before its body was read (too large, too slow, bad headers): close
                 # the connection rather than read on, or a client dripping the rest of the
                 # body would hold it open with no deadline.
                 headers.append((b"connection", b"close"))
         finally:
             self._in_flight -= 1
-        counter = self._answered.get((queue_name, status))
-        if counter is None:
-            counter = self._answered[(queue_name, status)] = self.metrics.requests.labels(
-                queue_name, str(status)
-            )
-        counter.inc()
+        self._answered_one(queue_name, status)
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-        if self.access_log and logger.isEnabledFor(logging.INFO):
-            info.update(
-                queue=queue_name,
-                method=scope["method"],
-                path=scope["path"],  # never the query string: it may carry secrets
-                status=status,
-                latency_ms=round((time.perf_counter() - started) * 1000, 3),
-            )
-            logger.info("request", extra={"fields": info})
+        await send({"type": "http.response.body", "body": payload})
+        if self.access_log:
+            self._log(scope, queue_name, status, started, info)
 
-    def _route(self, path: str, host: str | None) -> _Route:
-        name = host.lower().rsplit(":", 1)[0] if host and self._host_routes else ""
-        for route in self.routes:
-            if route.matches(path, name):
-                return route
-        raise AssertionError("the catch-all route always matches")  # pragma: no cover
+    # ------------------------------------------------------------ for proxy/http11.py
 
-    async def _accept(
-        self,
-        scope: Scope,
-        receive: Receive,
-        route: _Route,
-        head: _Head,
-        info: dict[str, object],
-        body_read: list[bool],
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    def start(self, scope: Scope) -> Pending | Answer:
+        """The verdict on a request's head: :class:`Pending` when it is accepted, else the
+        refusal to send (already counted and logged)."""
+        started = time.perf_counter()
+        info: dict[str, object] = {}
+        queue_name = "-"
+        try:
+            head = _read_head(scope)
+            route = self._route(scope["path"], head.host)
+            queue_name = route.queue.name
+            return self._begin(scope, head, route, info)
+        except ProxyError as exc:
+            status, headers, payload = self._refused(exc, info)
+            self._answered_one(queue_name, status)
+            if self.access_log:
+                self._log(scope, queue_name, status, started, info)
+            return status, headers, payload
+
+    def refuse(self, pending: Pending, exc: ProxyError) -> Answer:
+        """The refusal of ``pending`` while its body arrives (counted and logged)."""
+        status, headers, payload = self._refused(exc, pending.info)
+        self._record(pending, status)
+        return status, headers, payload
+
+    def finish(self, pending: Pending, body: bytes, respond: Respond) -> None:
+        """Enqueue ``pending`` with its ``body``; ``respond(status, headers, payload)`` is
+        called once, when the task is durable or refused (maybe before this returns)."""
+        self._in_flight += 1
+        try:
+            envelope = self._envelope(pending, body)
+            future = self._submit(envelope)
+        except ProxyError as exc:
+            self._in_flight -= 1
+            status, headers, payload = self._refused(exc, pending.info)
+            self._record(pending, status)
+            respond(status, headers, payload)
+            return
+        enqueued = time.perf_counter()
+
+        def done(future: asyncio.Future[EnqueueResult]) -> None:
+            self._in_flight -= 1
+            try:
+                result = future.result()
+            except ProxyError as exc:
+                status, headers, payload = self._refused(exc, pending.info)
+            except asyncio.CancelledError:
+                status, headers, payload = self._refused(_CANCELLED, pending.info)
+            except Exception:
+                logger.exception("enqueue failed")
+                status, headers, payload = self._refused(_FAILED, pending.info)
+            else:
+                status, headers, payload = self._accepted(pending, envelope, result, enqueued)
+            self._record(pending, status)
+            respond(status, headers, payload)
+
+        future.add_done_callback(done)
+
+    def _record(self, pending: Pending, status: int) -> None:
+        queue_name = pending.route.queue.name
+        self._answered_one(queue_name, status)
+        if self.access_log:
+            self._log(pending.scope, queue_name, status, pending.started, pending.info)
+
+    # ------------------------------------------------------------ the steps of a request
+
+    def _begin(self, scope: Scope, head: _Head, route: _Route, info: dict[str, object]) -> Pending:
+        """What the head decides: method, ids, schedule, delivery path and headers, and
+        whether the declared body is within the limit."""
+        started = time.perf_counter()
         method = scope["method"]
         if method not in ALLOWED_METHODS:
             raise MethodNotAllowedError(
@@ -229,40 +288,66 @@ class Ingress:
             )
         forwarded = self._headers(scope, route, head, request_id, drop)
         if content_length is not None and content_length > self.max_body:
-            raise BodyTooLargeError(_too_large(self.max_body))
+            raise BodyTooLargeError(too_large(self.max_body))
+        return Pending(
+            scope,
+            route,
+            method,
+            task_id,
+            request_id,
+            key,
+            schedule_time,
+            path,
+            query,
+            tuple(forwarded),
+            now,
+            content_length,
+            started,
+            info,
+        )
+
+    async def _receive_body(self, receive: Receive, pending: Pending) -> bytes:
         # The body deadline (limits.body_timeout) is enforced by the HTTP protocol
         # (proxy/protocol.py): a late body is answered 408 there and reaches us as a
         # disconnect, which costs nothing per request here.
         message = await receive()
         if message["type"] == "http.request" and not message.get("more_body", False):
-            body = message.get("body", b"")  # the whole body in one message: the usual case
+            body: bytes = message.get("body", b"")  # the whole body in one message: usual
             if len(body) > self.max_body:
-                raise BodyTooLargeError(_too_large(self.max_body))
-        else:
-            body = await self._read_body(receive, message)
-        body_read[0] = True
+                raise BodyTooLargeError(too_large(self.max_body))
+            return body
+        return await self._read_body(receive, message)
+
+    def _envelope(self, pending: Pending, body: bytes) -> Envelope:
+        method = pending.method
+        if len(body) > self.max_body:
+            raise BodyTooLargeError(too_large(self.max_body))
         if body and method not in BODY_METHODS:
             raise BadRequestError(
                 f"A {method} request cannot carry a body; only POST, PUT and PATCH can.",
                 code="body_not_allowed",
             )
-        envelope = Envelope(
-            id=task_id,
-            queue=route.queue.name,
+        return Envelope(
+            id=pending.task_id,
+            queue=pending.route.queue.name,
             method=method,
-            path=path,
-            query=query,
-            headers=tuple(forwarded),
+            path=pending.path,
+            query=pending.query,
+            headers=pending.headers,
             body=body,
-            received_at=now,
-            schedule_time=schedule_time,
-            idempotency_key=key,
-            request_id=request_id,
+            received_at=pending.now,
+            schedule_time=pending.schedule_time,
+            idempotency_key=pending.key,
+            request_id=pending.request_id,
         )
-        started = time.perf_counter()
-        result = await self.engine.enqueue(envelope)
-        self._enqueue_seconds.observe(time.perf_counter() - started)
-        self.metrics.request_body_bytes.observe(len(body))
+
+    def _accepted(
+        self, pending: Pending, envelope: Envelope, result: EnqueueResult, enqueued: float
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The 202 for a durable task (and its metrics)."""
+        self._enqueue_seconds.observe(time.perf_counter() - enqueued)
+        self.metrics.request_body_bytes.observe(len(envelope.body))
+        info = pending.info
         info["task"] = result.task_id
         if result.duplicate:
             info["duplicate"] = True
@@ -274,10 +359,46 @@ class Ingress:
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
                 (b"x-task-id", result.task_id.encode()),
-                (b"x-request-id", request_id.encode()),
+                (b"x-request-id", pending.request_id.encode()),
             ],
             payload,
         )
+
+    def _refused(
+        self, exc: ProxyError, info: dict[str, object]
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        self.metrics.enqueue_errors.labels(exc.code).inc()
+        info["error"] = exc.code
+        return error_response_parts(exc)
+
+    def _answered_one(self, queue_name: str, status: int) -> None:
+        counter = self._answered.get((queue_name, status))
+        if counter is None:
+            counter = self._answered[(queue_name, status)] = self.metrics.requests.labels(
+                queue_name, str(status)
+            )
+        counter.inc()
+
+    @staticmethod
+    def _log(
+        scope: Scope, queue_name: str, status: int, started: float, info: dict[str, object]
+    ) -> None:
+        if logger.isEnabledFor(logging.INFO):
+            info.update(
+                queue=queue_name,
+                method=scope["method"],
+                path=scope["path"],  # never the query string: it may carry secrets
+                status=status,
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+            logger.info("request", extra={"fields": info})
+
+    def _route(self, path: str, host: str | None) -> _Route:
+        name = host.lower().rsplit(":", 1)[0] if host and self._host_routes else ""
+        for route in self.routes:
+            if route.matches(path, name):
+                return route
+        raise AssertionError("the catch-all route always matches")  # pragma: no cover
 
     def _authenticate(self, route: _Route, control: dict[str, str]) -> frozenset[str]:
         """Check the route's API key; return the credential headers never to deliver."""
@@ -365,7 +486,7 @@ class Ingress:
             if chunk:
                 size += len(chunk)
                 if size > self.max_body:
-                    raise BodyTooLargeError(_too_large(self.max_body))
+                    raise BodyTooLargeError(too_large(self.max_body))
                 chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -373,7 +494,7 @@ class Ingress:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _declares_body(raw_headers: list[tuple[bytes, bytes]]) -> bool:
+def declares_body(raw_headers: list[tuple[bytes, bytes]]) -> bool:
     """Whether the request says a body follows (Content-Length above 0 or chunked)."""
     for name, value in raw_headers:
         if name == b"transfer-encoding" or (name == b"content-length" and value.strip(b"0")):
@@ -394,6 +515,25 @@ def _has_dot_segment(path: str) -> bool:
 def _percent_encode(match: re.Match[str]) -> str:
     """``%XX`` for a character a URL may not carry as it is (the request's own byte)."""
     return "".join(f"%{byte:02X}" for byte in match.group().encode("latin-1"))
+
+
+class Pending(NamedTuple):
+    """A request whose head the ingress accepted: all it needs but the body."""
+
+    scope: Scope
+    route: _Route
+    method: str
+    task_id: str
+    request_id: str
+    key: str | None  # the Idempotency-Key
+    schedule_time: float | None
+    path: str  # of the delivery URL
+    query: str
+    headers: tuple[tuple[str, str], ...]  # to deliver
+    now: float  # Unix time received
+    content_length: int | None
+    started: float  # perf_counter() at the start
+    info: dict[str, object]  # for the request log
 
 
 class _Head(NamedTuple):
@@ -474,5 +614,5 @@ def _content_length(value: bytes) -> int:
     return length
 
 
-def _too_large(limit: int) -> str:
+def too_large(limit: int) -> str:
     return f"The request body is larger than the limit of {limit} bytes."

@@ -1,4 +1,6 @@
-"""uvicorn's httptools protocol with a deadline and a size cap for request heads.
+"""uvicorn's httptools protocol with a deadline and a size cap for request heads, for the
+admin listener (the ingress listener has its own protocol, proxy/http11.py, which applies
+the same deadlines and cap and answers with the responses defined here).
 
 uvicorn times out idle keep-alive connections but not a client that trickles its request
 line and headers: such a connection would be held forever. Here the headers of every
@@ -13,10 +15,10 @@ larger than ``max_head_bytes`` gets 431 and the connection is closed, without re
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import Any
 
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from proxy.problems import error_body
@@ -30,10 +32,10 @@ def _timeout_response(detail: str) -> bytes:
     )
 
 
-_RESPONSE = _timeout_response("The request headers did not arrive in time.")
-_BODY_LATE = _timeout_response("The request body did not arrive in time.")
+HEAD_LATE = _timeout_response("The request headers did not arrive in time.")
+BODY_LATE = _timeout_response("The request body did not arrive in time.")
 _TOO_LARGE_BODY = error_body("headers_too_large", "The request line and headers are too large.")
-_TOO_LARGE = (
+HEAD_TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
     b"connection: close\r\ncontent-length: "
     + str(len(_TOO_LARGE_BODY)).encode()
@@ -81,7 +83,7 @@ def guarded_protocol(
                     continue
                 deadline = connection._head_deadline
                 if deadline is not None and deadline < now:
-                    connection._refuse(_RESPONSE)
+                    connection._refuse(HEAD_LATE)
                 deadline = connection._body_deadline
                 if deadline is not None and deadline < now:
                     connection._body_late()
@@ -93,7 +95,7 @@ def guarded_protocol(
         def _body_late(self) -> None:
             self._body_deadline = None
             started = getattr(self.cycle, "response_started", True)
-            self._refuse(b"" if started else _BODY_LATE)
+            self._refuse(b"" if started else BODY_LATE)
 
         def _refuse(self, response: bytes) -> None:
             self._head_deadline = None
@@ -112,7 +114,7 @@ def guarded_protocol(
             if in_head and self._head_deadline is not None:
                 self._head_bytes += len(data)
                 if self._head_bytes > max_head_bytes:
-                    self._refuse(_TOO_LARGE)
+                    self._refuse(HEAD_TOO_LARGE)
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -130,49 +132,10 @@ def guarded_protocol(
         def on_headers_complete(self) -> None:
             self._head_deadline = None
             self._body_deadline = self.loop.time() + body_timeout
-            cycle = self.cycle
             super().on_headers_complete()
-            if self.cycle is not cycle and self.scope["method"] != "HEAD":
-                one_write = _OneWriteResponse(self.transport, self.cycle)
-                self.cycle.transport = cast(asyncio.Transport, one_write)
 
         def on_message_complete(self) -> None:
             self._body_deadline = None
             super().on_message_complete()
 
     return GuardedHttpToolsProtocol
-
-
-class _OneWriteResponse:
-    """The transport as one request's response cycle sees it: the status line and headers
-    are held back and written with the first body chunk, in one system call instead of
-    two (a 202 is a short head and a short body; a socket write costs several
-    microseconds here). Used only for requests other than HEAD, whose response always
-    writes a body chunk, even an empty one, right after the head."""
-
-    __slots__ = ("_cycle", "_head", "_transport")
-
-    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
-        self._transport = transport
-        self._cycle = cycle
-        self._head: bytes | None = None
-
-    def write(self, data: bytes) -> None:
-        head = self._head
-        if head is not None:
-            self._head = None
-            self._transport.write(head + data)
-            self._cycle.transport = self._transport  # every later write goes straight out
-        elif self._cycle.response_started:
-            self._head = data  # "100 Continue" is written before the response starts
-        else:
-            self._transport.write(data)
-
-    def close(self) -> None:
-        if self._head is not None:
-            self._transport.write(self._head)
-            self._head = None
-        self._transport.close()
-
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()

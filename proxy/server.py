@@ -20,6 +20,7 @@ import uvicorn
 
 from proxy.app import create_admin_app, create_app
 from proxy.config import Settings
+from proxy.http11 import ingress_protocol
 from proxy.protocol import guarded_protocol
 from proxy.runtime import Runtime
 
@@ -59,7 +60,7 @@ def ingress_options(settings: Settings) -> dict[str, Any]:
         "timeout_graceful_shutdown": int(server.shutdown_grace),
         "access_log": False,  # the ingress writes its own request log, without query strings
         "log_config": None,
-        "http": guarded_protocol(
+        "http": ingress_protocol(
             server.header_timeout, max_head_bytes(settings), settings.limits.body_timeout
         ),
         # No WebSockets: an Upgrade request is an ordinary request (its Upgrade and

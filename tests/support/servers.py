@@ -7,7 +7,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
 class _ThreadServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -36,19 +42,29 @@ class _ThreadServer(uvicorn.Server):
 
 @contextlib.contextmanager
 def serve_in_thread(
-    app: Any, port: int | None = None, *, lifespan: str = "on", **options: Any
+    app: Any,
+    port: int | None = None,
+    *,
+    lifespan: str = "on",
+    uvloop: bool = False,
+    **options: Any,
 ) -> Iterator[str]:
     """Run ``app`` under uvicorn on 127.0.0.1; yield its base URL; stop it on exit.
 
-    ``options`` are more uvicorn.Config arguments (the proxy's own, see run_proxy).
+    ``options`` are more uvicorn.Config arguments (the proxy's own, see run_proxy); with
+    ``uvloop``, the event loop is uvloop's, as ``ingest-proxy serve`` runs it.
     """
-    with serve_together([(app, {"lifespan": lifespan, **options})], ports=[port]) as (url,):
+    apps = [(app, {"lifespan": lifespan, **options})]
+    with serve_together(apps, ports=[port], uvloop=uvloop) as (url,):
         yield url
 
 
 @contextlib.contextmanager
 def serve_together(
-    apps: list[tuple[Any, dict[str, Any]]], ports: list[int | None] | None = None
+    apps: list[tuple[Any, dict[str, Any]]],
+    ports: list[int | None] | None = None,
+    *,
+    uvloop: bool = False,
 ) -> Iterator[list[str]]:
     """Run several apps, each under its own uvicorn server, on one event loop in one thread
     (as ``ingest-proxy serve`` runs ingress and admin); yield their base URLs."""
@@ -63,7 +79,12 @@ def serve_together(
     async def run_all() -> None:
         await asyncio.gather(*(server.serve() for server in servers))
 
-    thread = threading.Thread(target=asyncio.run, args=(run_all(),), daemon=True)
+    def run() -> None:
+        factory = _uvloop_factory() if uvloop else None
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(run_all())
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     deadline = time.monotonic() + START_TIMEOUT
     while not all(server.started for server in servers):

@@ -205,6 +205,12 @@ class LocalEngine(LocalAdmin):
     async def enqueue(self, envelope: Envelope) -> EnqueueResult:
         """Persist ``envelope`` durably (see the class docstring for the bounds); on the
         loop that started the engine, like every engine method but the admin API's."""
+        return await self.enqueue_nowait(envelope)
+
+    def enqueue_nowait(self, envelope: Envelope) -> asyncio.Future[EnqueueResult]:
+        """:meth:`enqueue` without a coroutine, for the ingress's direct path: a future of
+        the result. What is refused before writing (stopped engine, unknown queue, full
+        backlog) is raised at once."""
         if self._closing or not self._started:
             raise EngineUnavailableError("The engine is not running.", retry_after=1)
         backlog = self.backlogs.get(envelope.queue)
@@ -221,18 +227,17 @@ class LocalEngine(LocalAdmin):
             )
         backlog.tasks += 1
         backlog.bytes += size
-        try:
-            result: EnqueueResult = await self.store.enqueue(envelope, self._loop)
-        except BaseException:
-            backlog.tasks -= 1
-            backlog.bytes -= size
-            raise
-        if result.duplicate:
-            backlog.tasks -= 1
-            backlog.bytes -= size
-        elif envelope.schedule_time is None or envelope.schedule_time <= self.clock.time():
-            self.dispatchers[envelope.queue].notify()
-        return result
+        future = self.store.enqueue(envelope, self._loop)
+
+        def stored(future: asyncio.Future[EnqueueResult]) -> None:
+            if future.cancelled() or future.exception() is not None or future.result().duplicate:
+                backlog.tasks -= 1
+                backlog.bytes -= size
+            elif envelope.schedule_time is None or envelope.schedule_time <= self.clock.time():
+                self.dispatchers[envelope.queue].notify()
+
+        future.add_done_callback(stored)
+        return future
 
     async def check_ready(self) -> None:
         """Raise :class:`EngineUnavailableError` unless a durable write succeeds now."""
