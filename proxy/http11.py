@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 from urllib.parse import unquote
 
 import httptools
@@ -65,39 +65,29 @@ _Entry = tuple[Pending | None, bytes, Answer | None, bool, str]
 def ingress_protocol(
     header_timeout: float, max_head_bytes: int, body_timeout: float
 ) -> type[asyncio.Protocol]:
-    """The protocol class for uvicorn's ``http`` option (see the module docstring).
+    """The protocol class for uvicorn's ``http`` option (see the module docstring)."""
+    attributes = {
+        "header_timeout": header_timeout,
+        "max_head_bytes": max_head_bytes,
+        "body_timeout": body_timeout,
+        "sweep_period": min(1.0, header_timeout / 4, body_timeout / 4),
+        "sweepers": {},
+    }
+    return type("IngressProtocol", (IngressProtocol,), attributes)
+
+
+class IngressProtocol(asyncio.Protocol):
+    """One connection of the ingress listener; configured by :func:`ingress_protocol`.
 
     Deadlines are checked by one sweep over the server's connections every quarter of the
     shorter timeout (at most 1 s), not by a timer per request.
     """
-    period = min(1.0, header_timeout / 4, body_timeout / 4)
-    sweepers: dict[asyncio.AbstractEventLoop, asyncio.TimerHandle] = {}
 
-    class IngressProtocol(_IngressProtocol):
-        def _sweep_soon(self) -> None:
-            if self.loop not in sweepers:
-                sweepers[self.loop] = self.loop.call_later(period, self._sweep)
-
-        def _sweep(self) -> None:
-            now = self.loop.time()
-            for connection in list(self.connections):
-                if isinstance(connection, _IngressProtocol):
-                    connection.check_deadlines(now)
-            if self.connections:
-                sweepers[self.loop] = self.loop.call_later(period, self._sweep)
-            else:
-                del sweepers[self.loop]
-
-    IngressProtocol.header_timeout = header_timeout
-    IngressProtocol.max_head_bytes = max_head_bytes
-    IngressProtocol.body_timeout = body_timeout
-    return IngressProtocol
-
-
-class _IngressProtocol(asyncio.Protocol):
-    header_timeout = 10.0
-    max_head_bytes = 65536
-    body_timeout = 30.0
+    header_timeout: ClassVar[float] = 10.0
+    max_head_bytes: ClassVar[int] = 65536
+    body_timeout: ClassVar[float] = 30.0
+    sweep_period: ClassVar[float] = 1.0
+    sweepers: ClassVar[dict[asyncio.AbstractEventLoop, asyncio.TimerHandle]] = {}
 
     def __init__(
         self,
@@ -111,7 +101,7 @@ class _IngressProtocol(asyncio.Protocol):
             raise TypeError("the ingress protocol serves only the app of proxy.app.create_app")
         self.ingress = ingress
         self.max_body = ingress.max_body
-        self.loop = _loop or asyncio.get_event_loop()
+        self.loop = _loop or asyncio.get_running_loop()
         self.server_state = server_state
         self.connections = server_state.connections
         self.keep_alive_timeout = float(config.timeout_keep_alive)
@@ -243,8 +233,19 @@ class _IngressProtocol(asyncio.Protocol):
         self.head_bytes = 0
         self.head_deadline = self.loop.time() + self.header_timeout
 
-    def _sweep_soon(self) -> None:  # pragma: no cover - replaced by ingress_protocol()
-        raise NotImplementedError
+    def _sweep_soon(self) -> None:
+        if self.loop not in self.sweepers:
+            self.sweepers[self.loop] = self.loop.call_later(self.sweep_period, self._sweep)
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for connection in list(self.connections):
+            if isinstance(connection, IngressProtocol):
+                connection.check_deadlines(now)
+        if self.connections:
+            self.sweepers[self.loop] = self.loop.call_later(self.sweep_period, self._sweep)
+        else:
+            del self.sweepers[self.loop]
 
     # ------------------------------------------------------------ parser callbacks
 
