@@ -157,7 +157,10 @@ class Ingress:
             enqueued = time.perf_counter()
             result = await self.engine.enqueue(envelope)
             status, headers, payload = self._accepted(pending, envelope, result, enqueued)
-        except ProxyError as exc:
+        except Exception as exc:
+            if not isinstance(exc, ProxyError):
+                logger.exception("handling a request failed")
+                exc = _FAILED
             status, headers, payload = self._refused(exc, info)
             if not body_read and declares_body(scope["headers"]):
                 # Refused before its body was read (too large, too slow, bad headers): close
