@@ -36,24 +36,13 @@ from uvicorn.server import ServerState
 
 from proxy.errors import BodyTooLargeError
 from proxy.ingress import Answer, Ingress, Pending, declares_body, too_large
-from proxy.problems import error_body
+from proxy.problems import closing_response
 from proxy.protocol import BODY_LATE, HEAD_LATE, HEAD_TOO_LARGE
 
 logger = logging.getLogger("ingest_proxy.http")
 
-_BAD_REQUEST_BODY = error_body("bad_request", "The request is not valid HTTP/1.1.")
-_BAD_REQUEST = (
-    b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n"
-    b"content-length: " + str(len(_BAD_REQUEST_BODY)).encode() + b"\r\n\r\n" + _BAD_REQUEST_BODY
-)
-_INTERNAL_BODY = error_body("internal_error", "The proxy failed to handle the request.")
-_INTERNAL = (
-    b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n"
-    b"connection: close\r\ncontent-length: "
-    + str(len(_INTERNAL_BODY)).encode()
-    + b"\r\n\r\n"
-    + _INTERNAL_BODY
-)
+_BAD_REQUEST = closing_response(400, "bad_request", "The request is not valid HTTP/1.1.")
+_INTERNAL = closing_response(500, "internal_error", "The proxy failed to handle the request.")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CLOSE = (b"connection", b"close")
 MAX_PIPELINED = 16  # requests read ahead of their answers before reading pauses

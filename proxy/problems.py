@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from http import HTTPStatus
 
 from proxy.errors import ProxyError
 
@@ -24,3 +25,14 @@ def error_response_parts(exc: ProxyError) -> tuple[int, list[tuple[bytes, bytes]
         seconds = max(1, math.ceil(exc.retry_after))
         headers.append((b"retry-after", str(seconds).encode()))
     return exc.status, headers, body
+
+
+def closing_response(status: int, code: str, detail: str) -> bytes:
+    """A whole HTTP/1.1 response that ends the connection, for refusals written by the
+    HTTP protocol itself (late or oversized heads, unreadable requests)."""
+    body = error_body(code, detail)
+    return (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+        f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+        + body
+    )

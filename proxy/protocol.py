@@ -21,26 +21,12 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from proxy.problems import error_body
+from proxy.problems import closing_response
 
-
-def _timeout_response(detail: str) -> bytes:
-    body = error_body("request_timeout", detail)
-    return (
-        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-        b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-    )
-
-
-HEAD_LATE = _timeout_response("The request headers did not arrive in time.")
-BODY_LATE = _timeout_response("The request body did not arrive in time.")
-_TOO_LARGE_BODY = error_body("headers_too_large", "The request line and headers are too large.")
-HEAD_TOO_LARGE = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-    b"connection: close\r\ncontent-length: "
-    + str(len(_TOO_LARGE_BODY)).encode()
-    + b"\r\n\r\n"
-    + _TOO_LARGE_BODY
+HEAD_LATE = closing_response(408, "request_timeout", "The request headers did not arrive in time.")
+BODY_LATE = closing_response(408, "request_timeout", "The request body did not arrive in time.")
+HEAD_TOO_LARGE = closing_response(
+    431, "headers_too_large", "The request line and headers are too large."
 )
 
 
