@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import re
 import time
@@ -48,11 +49,15 @@ logger = logging.getLogger("ingest_proxy.ingress")
 
 # Task and request ids need to be unique, not secret: nothing can be read or changed by
 # naming a task at the ingress, and an Idempotency-Key's id (40 hex digits) never has the
-# length of a random one (32). Python's generator, seeded from the OS (and again in a
-# forked child), costs no system call. os.urandom would, and it lets go of the GIL around
-# it: with the SQLite writer thread waiting for the GIL, each request then waited for the
-# writer's turn (about 13 us per request, measured).
-_random_bits = random.getrandbits
+# length of a random one (32). A Python generator seeded from the OS costs no system call.
+# os.urandom would, and it lets go of the GIL around it: with the SQLite writer thread
+# waiting for the GIL, each request then waited for the writer's turn (about 13 us per
+# request, measured). The generator is our own, not the random module's: a random.seed()
+# anywhere else in the process (a library, a test tool) would otherwise repeat ids. It is
+# seeded again in a forked child, or workers forked from one parent would share ids.
+_ids = random.Random()  # noqa: S311 - unique, not secret (above)
+os.register_at_fork(after_in_child=_ids.seed)
+_random_bits = _ids.getrandbits
 
 # The request headers the ingress itself reads (uvicorn gives lower-case names).
 _HOST, _CONTENT_LENGTH, _UPGRADE, _TRANSFER_ENCODING, _FORWARDED_FOR, _FORWARDED_PROTO = range(6)

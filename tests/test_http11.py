@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 import uvicorn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from proxy.app import create_app
 from proxy.config import settings_from_dict
@@ -358,3 +360,65 @@ def test_protocol_refuses_an_app_that_is_not_the_proxy() -> None:
     config = uvicorn.Config(other)
     with pytest.raises(TypeError, match="serves only the app"):
         protocol(config, uvicorn.server.ServerState(), {})  # type: ignore[call-arg]
+
+
+# ---------------------------------------------------------------- any split of a byte stream
+
+
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def shared_proxy(request: pytest.FixtureRequest) -> Iterator[tuple[int, GatedEngine]]:
+    engine = GatedEngine()
+    options = ingress_options(SETTINGS) | {"log_level": "warning"}
+    app = create_app(SETTINGS, engine=engine)
+    with serve_in_thread(app, uvloop=request.param == "uvloop", **options) as url:
+        yield int(url.rsplit(":", 1)[1]), engine
+
+
+_bodies = st.binary(max_size=300)
+_requests = st.lists(
+    st.tuples(st.sampled_from(["POST", "PUT", "GET"]), _bodies, st.booleans(), st.integers(1, 64)),
+    min_size=1,
+    max_size=6,
+)
+
+
+def _serialize(index: int, method: str, body: bytes, chunked: bool, chunk: int) -> bytes:
+    head = f"{method} /r{index} HTTP/1.1\r\nHost: x\r\n".encode()
+    if method == "GET":
+        return head + b"\r\n"
+    if not chunked:
+        return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    pieces = [body[i : i + chunk] for i in range(0, len(body), chunk)]
+    encoded = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces)
+    return head + b"Transfer-Encoding: chunked\r\n\r\n" + encoded + b"0\r\n\r\n"
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(requests=_requests, cuts=st.lists(st.floats(0, 1), max_size=6))
+def test_pipelined_requests_split_anywhere_arrive_whole_and_in_order(
+    shared_proxy: tuple[int, GatedEngine],
+    requests: list[tuple[str, bytes, bool, int]],
+    cuts: list[float],
+) -> None:
+    """Requests pipelined on one connection, with and without chunked bodies, their bytes
+    cut into reads at arbitrary points: every one is answered 202, in order, and enqueued
+    with its exact body."""
+    port, engine = shared_proxy
+    before = len(engine.envelopes)
+    stream = b"".join(_serialize(i, *request) for i, request in enumerate(requests))
+    points = sorted({round(cut * len(stream)) for cut in cuts} - {0, len(stream)})
+    pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    with _connect(port) as sock:
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(0.002)  # let the server read each piece on its own
+        answers = _read(sock, len(requests))
+    assert [a.status for a in answers] == [202] * len(requests)
+    stored = engine.envelopes[before:]
+    assert [(e.path, e.body) for e in stored] == [
+        (f"/r{i}", body if method != "GET" else b"")
+        for i, (method, body, _, _) in enumerate(requests)
+    ]
+    assert [a.headers["x-task-id"] for a in answers] == [e.id for e in stored]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import re
 import socket
 import time
@@ -411,3 +412,19 @@ def test_idle_keep_alive_connection_still_serves_requests() -> None:
             sock.sendall(request)
             assert _read_response(sock).startswith(b"HTTP/1.1 202")
     assert len(engine.envelopes) == 2
+
+
+def test_ids_do_not_repeat_when_something_reseeds_random(
+    proxy: tuple[str, RecordingEngine],
+) -> None:
+    """A random.seed() elsewhere in the process (a library, a test tool) does not make the
+    ingress hand out the same task and request ids again."""
+    url, engine = proxy
+    answers = []
+    for _ in range(2):
+        random.seed(1234)
+        answers.append(httpx.post(f"{url}/seeded", content=b"x", timeout=10))
+    assert [a.status_code for a in answers] == [202, 202]
+    assert answers[0].headers["x-task-id"] != answers[1].headers["x-task-id"]
+    assert answers[0].headers["x-request-id"] != answers[1].headers["x-request-id"]
+    assert len({e.id for e in engine.envelopes}) == 2
