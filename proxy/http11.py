@@ -214,7 +214,7 @@ class IngressProtocol(asyncio.Protocol):
         self.head_deadline = self.body_deadline = None
         self.pending = None
         if not self.transport.is_closing():
-            if response and not self.busy and not self.line:
+            if not self.busy and not self.line:
                 self.transport.write(response)
             self.transport.close()
 

@@ -174,11 +174,9 @@ class Ingress:
                 headers.append((b"connection", b"close"))
         finally:
             self._in_flight -= 1
-        self._answered_one(queue_name, status)
+        self._record(scope, queue_name, status, started, info)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
-        if self.access_log:
-            self._log(scope, queue_name, status, started, info)
 
     # ------------------------------------------------------------ for proxy/http11.py
 
@@ -194,17 +192,15 @@ class Ingress:
             queue_name = route.queue.name
             return self._begin(scope, head, route, info)
         except ProxyError as exc:
-            status, headers, payload = self._refused(exc, info)
-            self._answered_one(queue_name, status)
-            if self.access_log:
-                self._log(scope, queue_name, status, started, info)
-            return status, headers, payload
+            answer = self._refused(exc, info)
+            self._record(scope, queue_name, answer[0], started, info)
+            return answer
 
     def refuse(self, pending: Pending, exc: ProxyError) -> Answer:
-        """The refusal of ``pending`` while its body arrives (counted and logged)."""
-        status, headers, payload = self._refused(exc, pending.info)
-        self._record(pending, status)
-        return status, headers, payload
+        """The refusal of ``pending`` (counted and logged)."""
+        answer = self._refused(exc, pending.info)
+        self._record_pending(pending, answer[0])
+        return answer
 
     def finish(self, pending: Pending, body: bytes, respond: Respond) -> None:
         """Enqueue ``pending`` with its ``body``; ``respond(status, headers, payload)`` is
@@ -215,9 +211,7 @@ class Ingress:
             future = self._submit(envelope)
         except ProxyError as exc:
             self._in_flight -= 1
-            status, headers, payload = self._refused(exc, pending.info)
-            self._record(pending, status)
-            respond(status, headers, payload)
+            respond(*self.refuse(pending, exc))
             return
         enqueued = time.perf_counter()
 
@@ -226,24 +220,18 @@ class Ingress:
             try:
                 result = future.result()
             except ProxyError as exc:
-                status, headers, payload = self._refused(exc, pending.info)
+                answer = self.refuse(pending, exc)
             except asyncio.CancelledError:
-                status, headers, payload = self._refused(_CANCELLED, pending.info)
+                answer = self.refuse(pending, _CANCELLED)
             except Exception:
                 logger.exception("enqueue failed")
-                status, headers, payload = self._refused(_FAILED, pending.info)
+                answer = self.refuse(pending, _FAILED)
             else:
-                status, headers, payload = self._accepted(pending, envelope, result, enqueued)
-            self._record(pending, status)
-            respond(status, headers, payload)
+                answer = self._accepted(pending, envelope, result, enqueued)
+                self._record_pending(pending, answer[0])
+            respond(*answer)
 
         future.add_done_callback(done)
-
-    def _record(self, pending: Pending, status: int) -> None:
-        queue_name = pending.route.queue.name
-        self._answered_one(queue_name, status)
-        if self.access_log:
-            self._log(pending.scope, queue_name, status, pending.started, pending.info)
 
     # ------------------------------------------------------------ the steps of a request
 
@@ -309,15 +297,14 @@ class Ingress:
             query,
             tuple(forwarded),
             now,
-            content_length,
             started,
             info,
         )
 
     async def _receive_body(self, receive: Receive, pending: Pending) -> bytes:
         # The body deadline (limits.body_timeout) is enforced by the HTTP protocol
-        # (proxy/protocol.py): a late body is answered 408 there and reaches us as a
-        # disconnect, which costs nothing per request here.
+        # (proxy/protocol.py's guard): a late body is answered 408 there and reaches us as
+        # a disconnect, which costs nothing per request here.
         message = await receive()
         if message["type"] == "http.request" and not message.get("more_body", False):
             body: bytes = message.get("body", b"")  # the whole body in one message: usual
@@ -379,19 +366,17 @@ class Ingress:
         info["error"] = exc.code
         return error_response_parts(exc)
 
-    def _answered_one(self, queue_name: str, status: int) -> None:
+    def _record(
+        self, scope: Scope, queue_name: str, status: int, started: float, info: dict[str, object]
+    ) -> None:
+        """Count the answer; log the request when the access log is on."""
         counter = self._answered.get((queue_name, status))
         if counter is None:
             counter = self._answered[(queue_name, status)] = self.metrics.requests.labels(
                 queue_name, str(status)
             )
         counter.inc()
-
-    @staticmethod
-    def _log(
-        scope: Scope, queue_name: str, status: int, started: float, info: dict[str, object]
-    ) -> None:
-        if logger.isEnabledFor(logging.INFO):
+        if self.access_log and logger.isEnabledFor(logging.INFO):
             info.update(
                 queue=queue_name,
                 method=scope["method"],
@@ -400,6 +385,9 @@ class Ingress:
                 latency_ms=round((time.perf_counter() - started) * 1000, 3),
             )
             logger.info("request", extra={"fields": info})
+
+    def _record_pending(self, pending: Pending, status: int) -> None:
+        self._record(pending.scope, pending.route.queue.name, status, pending.started, pending.info)
 
     def _route(self, path: str, host: str | None) -> _Route:
         name = host.lower().rsplit(":", 1)[0] if host and self._host_routes else ""
@@ -539,7 +527,6 @@ class Pending(NamedTuple):
     query: str
     headers: tuple[tuple[str, str], ...]  # to deliver
     now: float  # Unix time received
-    content_length: int | None
     started: float  # perf_counter() at the start
     info: dict[str, object]  # for the request log
 
