@@ -26,12 +26,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from http import HTTPStatus
 from typing import Any, ClassVar, cast
 from urllib.parse import unquote
 
 import httptools
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from proxy.errors import BodyTooLargeError
@@ -43,6 +44,7 @@ logger = logging.getLogger("ingest_proxy.http")
 
 _BAD_REQUEST = closing_response(400, "bad_request", "The request is not valid HTTP/1.1.")
 _INTERNAL = closing_response(500, "internal_error", "The proxy failed to handle the request.")
+_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CLOSE = (b"connection", b"close")
 MAX_PIPELINED = 16  # requests read ahead of their answers before reading pauses
@@ -375,7 +377,7 @@ class IngressProtocol(asyncio.Protocol):
             return  # the client left: the task, if any, stays enqueued
         self.server_state.total_requests += 1
         keep_alive = keep_alive and not self.closing and _CLOSE not in headers
-        parts = [STATUS_LINE[status]]
+        parts = [_STATUS_LINES[status]]
         for name, value in self.server_state.default_headers:
             parts += (name, b": ", value, b"\r\n")
         for name, value in headers:
