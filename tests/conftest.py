@@ -6,9 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from proxy.logs import logging_to
 from tests.support.backend import RecordingBackend, run_backend
 from tests.support.emulator import emulator  # noqa: F401  (session fixture)
 from tests.support.fake_cloudtasks import fake_cloudtasks  # noqa: F401
+from tests.support.log_capture import CapturedLines
 
 
 @pytest.fixture
@@ -22,3 +24,12 @@ def backend() -> Iterator[RecordingBackend]:
 def anyio_backend() -> str:
     """Async tests (``@pytest.mark.anyio``) run on asyncio, the loop the proxy uses."""
     return "asyncio"
+
+
+@pytest.fixture
+def log_lines() -> Iterator[CapturedLines]:
+    """Logging configured as ``ingest-proxy serve`` does (level info, JSON lines), into a
+    capture instead of stderr: the lines exactly as the process would write them."""
+    captured = CapturedLines()
+    with logging_to(captured, "info", "json"):
+        yield captured
