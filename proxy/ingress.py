@@ -35,6 +35,7 @@ from proxy.errors import (
 )
 from proxy.forwarded import TrustedProxies, forwarded_scheme
 from proxy.headers import filter_headers, request_id_from, schedule_time_from, task_id_for_key
+from proxy.logs import emit
 from proxy.metrics import Metrics
 from proxy.problems import error_response_parts
 
@@ -384,7 +385,7 @@ class Ingress:
                 status=status,
                 latency_ms=round((time.perf_counter() - started) * 1000, 3),
             )
-            logger.info("request", extra={"fields": info})
+            emit(logger, logging.INFO, "request", info)  # never blocks (proxy/logsink.py)
 
     def _record_pending(self, pending: Pending, status: int) -> None:
         self._record(pending.scope, pending.route.queue.name, status, pending.started, pending.info)

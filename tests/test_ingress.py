@@ -8,7 +8,6 @@ end to end in tests/engines and tests/test_e2e_*.
 from __future__ import annotations
 
 import contextlib
-import logging
 import random
 import re
 import socket
@@ -24,8 +23,10 @@ from proxy.app import create_app
 from proxy.auth import hash_key
 from proxy.config import settings_from_dict
 from proxy.errors import BacklogFullError, EngineUnavailableError
+from proxy.logs import logging_to
 from proxy.server import ingress_options
 from tests.support.engines import RecordingEngine
+from tests.support.log_capture import CapturedLines
 from tests.support.servers import serve_in_thread, wait_for
 
 BACKEND = "http://127.0.0.1:9"
@@ -296,10 +297,9 @@ def test_disconnect_mid_body_enqueues_nothing() -> None:
 KEY = "k3y-for-tests-0123456789"
 
 
-def test_api_key_required_on_a_protected_route(caplog: pytest.LogCaptureFixture) -> None:
+def test_api_key_required_on_a_protected_route(log_lines: CapturedLines) -> None:
     """With api_keys: no key or a wrong key is 401; a good key is 202 and is never delivered
     nor logged."""
-    caplog.set_level(logging.INFO, logger="ingest_proxy")
     with _proxy(api_keys=[hash_key(KEY)]) as (url, engine):
         missing = httpx.post(url, content=b"x")
         assert missing.status_code == 401
@@ -315,8 +315,9 @@ def test_api_key_required_on_a_protected_route(caplog: pytest.LogCaptureFixture)
         assert "x-api-key" not in names
         assert "authorization" not in names
         assert all(KEY not in value for _, value in envelope.headers)
-    assert caplog.records, "the request log should have lines"
-    assert all(KEY not in record.getMessage() + str(record.__dict__) for record in caplog.records)
+    statuses = [e["status"] for e in log_lines.entries("ingest_proxy.ingress")]
+    assert statuses == [401, 401, 202, 202], "one request log line per request"
+    assert all(KEY not in line for line in log_lines.lines)
 
 
 def test_route_can_open_itself_or_use_its_own_keys() -> None:
@@ -332,19 +333,32 @@ def test_route_can_open_itself_or_use_its_own_keys() -> None:
         assert httpx.post(f"{url}/other").status_code == 401
 
 
-def test_request_log_line_has_ids_and_no_query(caplog: pytest.LogCaptureFixture) -> None:
+def test_request_log_line_has_ids_and_no_query(log_lines: CapturedLines) -> None:
     """Each request logs one line with request id, task id, queue, status and latency,
     without the query string."""
-    caplog.set_level(logging.INFO, logger="ingest_proxy")
     with _proxy() as (url, engine):
         httpx.post(f"{url}/p?token=s3cret", content=b"x", headers={"X-Request-Id": "r-1"})
-    [record] = [r for r in caplog.records if r.name == "ingest_proxy.ingress"]
-    fields = record.fields  # type: ignore[attr-defined]
+    [fields] = log_lines.entries("ingest_proxy.ingress")
+    assert (fields["level"], fields["msg"]) == ("info", "request")
     assert fields["request_id"] == "r-1"
     assert fields["task"] == engine.envelopes[0].id
     assert (fields["queue"], fields["status"], fields["path"]) == ("default", 202, "/p")
     assert fields["latency_ms"] >= 0
-    assert "s3cret" not in str(fields)
+    assert all("s3cret" not in line for line in log_lines.lines)
+
+
+@pytest.mark.parametrize(
+    ("level", "access_log", "lines"), [("info", True, 1), ("warning", True, 0), ("info", False, 0)]
+)
+def test_request_log_follows_level_and_access_log(level: str, access_log: bool, lines: int) -> None:
+    """One line per request at level info; none at ``log_level = "warning"`` or with
+    ``access_log = false``."""
+    captured = CapturedLines()
+    with logging_to(captured, level, "json"), _proxy(server={"access_log": access_log}) as proxy:
+        url, engine = proxy
+        assert httpx.post(f"{url}/p", content=b"x").status_code == 202
+    assert len(engine.envelopes) == 1
+    assert len(captured.entries("ingest_proxy.ingress")) == lines
 
 
 def _read_response(sock: socket.socket) -> bytes:

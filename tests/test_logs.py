@@ -156,14 +156,14 @@ def test_records_go_to_the_same_sink() -> None:
     """Records of any logger (uvicorn's too) reach the sink in the configured format."""
     captured = CapturedLines()
     with logging_to(captured, "info", "json"):
-        logging.getLogger("uvicorn.error").info("Started server process [%d]", 7)
+        logging.getLogger("uvicorn.error").warning("Invalid HTTP request from %s", "x")
         logging.getLogger("ingest_proxy").debug("not at level info")
         try:
             raise RuntimeError("x")
         except RuntimeError:
             logging.getLogger("ingest_proxy.local").exception("failed")
     first, second = (json.loads(line) for line in captured.lines)
-    assert (first["logger"], first["msg"]) == ("uvicorn.error", "Started server process [7]")
+    assert (first["logger"], first["msg"]) == ("uvicorn.error", "Invalid HTTP request from x")
     assert (second["level"], second["msg"]) == ("error", "failed")
     assert "RuntimeError: x" in second["exc"]
 

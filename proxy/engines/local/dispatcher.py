@@ -39,6 +39,7 @@ from proxy.engines.local.clock import Clock
 from proxy.engines.local.store import AttemptResult, LeasedTask, Store
 from proxy.engines.retry import backoff_delay, should_retry
 from proxy.errors import EngineError
+from proxy.logs import emit
 from proxy.metrics import Metrics
 
 logger = logging.getLogger("ingest_proxy.local")
@@ -291,4 +292,4 @@ class Dispatcher:
         }
         if outcome.status is None:
             fields["error"] = outcome.error
-        delivery_log.log(level, "delivery", extra={"fields": fields})
+        emit(delivery_log, level, "delivery", fields)  # never blocks (proxy/logsink.py)
