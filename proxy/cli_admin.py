@@ -6,10 +6,10 @@ import argparse
 import json
 import os
 import sys
+import urllib.error
+import urllib.request
 from typing import Any
 from urllib.parse import quote
-
-import httpx
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:9090"
 
@@ -81,23 +81,29 @@ class AdminCallError(Exception):
 
 def call(args: argparse.Namespace, method: str, path: str) -> Any:
     """Call the admin API with the token from ``INGEST_PROXY_ADMIN_TOKEN``."""
-    headers = {}
+    url = args.admin_url.rstrip("/") + path
+    if not url.startswith(("http://", "https://")):
+        raise AdminCallError(f"--admin-url must be an http:// or https:// URL, not {url!r}")
+    request = urllib.request.Request(url, method=method)  # noqa: S310 (scheme checked above)
     token = os.environ.get("INGEST_PROXY_ADMIN_TOKEN")
     if token:
-        headers["Authorization"] = f"Bearer {token}"
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        response = httpx.request(
-            method, args.admin_url.rstrip("/") + path, headers=headers, timeout=30
-        )
-    except httpx.HTTPError as exc:
-        raise AdminCallError(f"cannot reach the admin API at {args.admin_url}: {exc}") from exc
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:  # a 4xx/5xx answer: its JSON says why
+        status, raw = exc.code, exc.read()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise AdminCallError(f"cannot reach the admin API at {args.admin_url}: {reason}") from exc
     try:
-        data = response.json()
+        data = json.loads(raw)
     except ValueError:
         data = None
-    if response.status_code >= 400:
-        detail = data.get("detail") if isinstance(data, dict) else response.text[:200]
-        raise AdminCallError(f"{response.status_code}: {detail}")
+    if status >= 400:
+        text = raw.decode("utf-8", "replace")[:200]
+        detail = data.get("detail") if isinstance(data, dict) else text
+        raise AdminCallError(f"{status}: {detail}")
     return data
 
 

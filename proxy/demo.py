@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import uvicorn
 from rich.console import Console
 from rich.live import Live
@@ -95,8 +95,9 @@ def demo_settings(target: str, db: Path, rate: float, concurrency: int) -> Setti
 
 
 async def _fire(url: str, count: int, accepted: Callable[[], None]) -> None:
-    limits = httpx.Limits(max_connections=32)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+    connector = aiohttp.TCPConnector(limit=32)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
         queue: asyncio.Queue[int] = asyncio.Queue()
         for index in range(count):
             queue.put_nowait(index)
@@ -104,9 +105,9 @@ async def _fire(url: str, count: int, accepted: Callable[[], None]) -> None:
         async def worker() -> None:
             while not queue.empty():
                 index = queue.get_nowait()
-                response = await client.post(f"{url}/orders/{index}", json={"order": index})
-                if response.status_code == 202:
-                    accepted()
+                async with client.post(f"{url}/orders/{index}", json={"order": index}) as answer:
+                    if answer.status == 202:
+                        accepted()
 
         await asyncio.gather(*(worker() for _ in range(32)))
 

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import sqlite3
 
-import httpx
+import aiohttp
 
 from proxy.cloudtasks_server import tables
 from proxy.cloudtasks_server.tasks import NO_RESPONSE_DEADLINE, NO_RESPONSE_ERROR, local_token
@@ -41,12 +41,12 @@ class TaskDispatcher(Dispatcher):
     """The dispatcher of one API queue (store key: the full queue name)."""
 
     short_name = ""
-    _manual: set[asyncio.Task[None]]
+    manual: set[asyncio.Task[None]]  # RunTask attempts in flight
 
     def configure(self, short_name: str) -> None:
         """Set the short queue id sent in X-CloudTasks-QueueName."""
         self.short_name = short_name
-        self._manual = set()
+        self.manual = set()
 
     async def run_now(self, task: LeasedTask) -> None:
         """RunTask: start an attempt of ``task`` now, whatever the rate limit, the
@@ -55,13 +55,13 @@ class TaskDispatcher(Dispatcher):
         if meta is None:
             return
         await self._begin(task, lease=True)
-        job = asyncio.create_task(self._send(task, meta, self.clients[0]))
-        self._manual.add(job)
-        job.add_done_callback(self._manual.discard)
+        job = asyncio.create_task(self._send(task, meta, self.session))
+        self.manual.add(job)
+        job.add_done_callback(self.manual.discard)
 
     async def cancel_manual(self) -> None:
         """Cancel RunTask attempts still going (shutdown; their leases run out)."""
-        jobs = list(self._manual)
+        jobs = list(self.manual)
         for job in jobs:
             job.cancel()
         for job in jobs:
@@ -72,12 +72,12 @@ class TaskDispatcher(Dispatcher):
         rows = await asyncio.to_thread(self.store.read, _META, (seq,))
         return (str(rows[0][0]), rows[0][1], float(rows[0][2])) if rows else None
 
-    async def _attempt(self, task: LeasedTask, client: httpx.AsyncClient) -> None:
+    async def _attempt(self, task: LeasedTask, session: aiohttp.ClientSession) -> None:
         meta = await self._meta(task.seq)
         if meta is None:  # deleted or purged since the lease
             return
         await self._begin(task, lease=False)
-        await self._send(task, meta, client)
+        await self._send(task, meta, session)
 
     def _begin(self, task: LeasedTask, *, lease: bool) -> asyncio.Future[None]:
         now = self.clock.time()
@@ -118,13 +118,13 @@ class TaskDispatcher(Dispatcher):
         return OutgoingRequest(envelope.method, url, headers, envelope.body)
 
     async def _send(
-        self, task: LeasedTask, meta: tuple[str, str | None, float], client: httpx.AsyncClient
+        self, task: LeasedTask, meta: tuple[str, str | None, float], session: aiohttp.ClientSession
     ) -> None:
         url, token, deadline = meta
         request = self._request(task, url, token)
         started = self.clock.time()
         started_mono = self.clock.monotonic()
-        outcome = await attempt.send(client, request, deadline=deadline, now=started)
+        outcome = await attempt.send(session, request, deadline=deadline, now=started)
         latency = self.clock.monotonic() - started_mono
         self._delivery_seconds.observe(latency)
         self._dispatches[outcome.kind].inc()

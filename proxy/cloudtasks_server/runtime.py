@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import sqlite3
 
-import httpx
+import aiohttp
 
 from proxy.cloudtasks_server import tables
 from proxy.cloudtasks_server.dispatch import TaskDispatcher
@@ -23,6 +22,7 @@ from proxy.cloudtasks_server.validation import (
     QUEUE_NAME_BLOCK,
     not_found,
 )
+from proxy.engines.http_client import delivery_session, tls_context
 from proxy.engines.local.clock import Clock, SystemClock
 from proxy.engines.local.lifecycle import DatabaseLock, stop_dispatching
 from proxy.engines.local.store import Store
@@ -31,16 +31,18 @@ from proxy.metrics import Metrics
 
 logger = logging.getLogger("ingest_proxy.cloudtasks_server")
 
-CLIENT_SHARD = 8  # connections per pooled HTTP client (as the embedded engine) ...
-MAX_CLIENTS = 16  # ... up to this many clients per queue; larger caps get larger pools
 PRUNE_INTERVAL = 60.0  # seconds between sweeps of expired tasks and name blocks
 TASK_RETENTION = 31 * 86400.0  # seconds: a task is deleted this long after its creation
 SHUTDOWN_GRACE = 5.0  # seconds attempts in flight get at shutdown
 
 
 class Runtime:
-    """Store, queues and dispatchers of one server. ``clock`` and ``transport`` exist for
-    tests; ``max_task_bytes`` bounds a CreateTask's task (default 100 KiB)."""
+    """Store, queues and dispatchers of one server. ``clock`` exists for tests;
+    ``max_task_bytes`` bounds a CreateTask's task (default 100 KiB).
+
+    Each queue delivers on a connection pool of its own, as large as its concurrency cap;
+    a queue whose cap changes gets a new pool, and the old one is closed once the attempts
+    started on it have finished."""
 
     def __init__(
         self,
@@ -49,7 +51,6 @@ class Runtime:
         max_task_bytes: int = DEFAULT_MAX_TASK_BYTES,
         synchronous: str = "FULL",
         clock: Clock | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
         shutdown_grace: float = SHUTDOWN_GRACE,
     ) -> None:
         self.db = db
@@ -60,11 +61,12 @@ class Runtime:
         self.queues: dict[str, QueueConfig] = {}
         self.dispatchers: dict[str, TaskDispatcher] = {}
         self.shutdown_grace = shutdown_grace
-        self._transport = transport
-        self._clients: list[httpx.AsyncClient] = []
+        self._sessions: dict[str, tuple[aiohttp.ClientSession, int]] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._retired: set[aiohttp.ClientSession] = set()  # to close when idle
         self._runs: list[asyncio.Task[None]] = []
         self._db_lock = DatabaseLock(self.db)
-        self._ssl = None if transport else httpx.create_ssl_context()
+        self._tls = tls_context()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -95,8 +97,11 @@ class Runtime:
         await stop_dispatching(dispatchers, self._runs, self.store, self.shutdown_grace)
         for dispatcher in dispatchers:
             await dispatcher.cancel_manual()
-        for client in self._clients:
-            await client.aclose()
+        for job in list(self._retiring):
+            job.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        for session in [*self._retired, *(pool for pool, _ in self._sessions.values())]:
+            await session.close()
         await asyncio.to_thread(self.store.close)
         self._db_lock.release()
 
@@ -143,11 +148,9 @@ class Runtime:
             dispatcher.set_paused(config.state == PAUSED)
             return
         settings = config.settings()
-        count = min(MAX_CLIENTS, math.ceil(settings.concurrency / CLIENT_SHARD))
-        pool = math.ceil(settings.concurrency / count)
-        clients = [self._client(pool) for _ in range(count)]
+        session = self._session(config.name, settings.concurrency, dispatcher)
         fresh = TaskDispatcher(
-            settings, store=self.store, clients=clients, clock=self.clock, metrics=self.metrics
+            settings, store=self.store, session=session, clock=self.clock, metrics=self.metrics
         )
         fresh.configure(config.short_name)
         fresh.paused = config.state == PAUSED
@@ -163,15 +166,36 @@ class Runtime:
         dispatcher = self.dispatchers.pop(name, None)
         if dispatcher is not None:
             dispatcher.stop()
+        old = self._sessions.pop(name, None)
+        if old is not None:
+            self._retire(old[0], dispatcher)
 
-    def _client(self, connections: int) -> httpx.AsyncClient:
-        client = httpx.AsyncClient(
-            transport=self._transport,
-            verify=self._ssl if self._ssl is not None else True,
-            follow_redirects=False,
-            trust_env=False,
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            timeout=httpx.Timeout(3600.0),  # each attempt is bounded by its dispatch deadline
-        )
-        self._clients.append(client)
-        return client
+    def _session(
+        self, name: str, concurrency: int, previous: TaskDispatcher | None
+    ) -> aiohttp.ClientSession:
+        """The pool of queue ``name``: the current one while its size fits, else a new one."""
+        current = self._sessions.get(name)
+        if current is not None and current[1] == concurrency:
+            return current[0]
+        session = delivery_session(concurrency, self._tls)
+        self._sessions[name] = (session, concurrency)
+        if current is not None:
+            self._retire(current[0], previous)
+        return session
+
+    def _retire(self, session: aiohttp.ClientSession, dispatcher: TaskDispatcher | None) -> None:
+        """Close ``session`` once the attempts in flight on it (those of ``dispatcher``,
+        manual runs included) have finished."""
+        pending = set(dispatcher.in_flight.values()) | dispatcher.manual if dispatcher else set()
+
+        self._retired.add(session)
+
+        async def close() -> None:
+            if pending:
+                await asyncio.wait(pending)
+            self._retired.discard(session)
+            await session.close()
+
+        job = asyncio.create_task(close())
+        self._retiring.add(job)
+        job.add_done_callback(self._retiring.discard)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import math
+import re
 
-import httpx
+import aiohttp
 
-from proxy.engines.delivery import OutgoingRequest
+from proxy.engines.delivery import BODY_METHODS, OutgoingRequest
 
 SNIPPET_BYTES = 1024
 MAX_SUCCESS_BODY = 1024 * 1024  # read at most this much of a 2xx body, then drop the connection
 MAX_RETRY_AFTER = 30 * 86400.0
+# A field value that can be sent: no control characters but tab (RFC 9110 5.5).
+_FIELD_OK = re.compile(r"[\t\x20-\x7e]*").fullmatch
 
 
 class Outcome:
@@ -67,48 +70,72 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 
 async def send(
-    client: httpx.AsyncClient, request: OutgoingRequest, *, deadline: float, now: float
+    session: aiohttp.ClientSession, request: OutgoingRequest, *, deadline: float, now: float
 ) -> Outcome:
-    """Send ``request``; give up after ``deadline`` seconds in total. Never raises for
-    transport problems: they become an :class:`Outcome` without a status."""
-    try:
-        outgoing = httpx.Request(
-            request.method, request.url, headers=request.headers, content=request.body
-        )
-    except (ValueError, TypeError, httpx.HTTPError) as exc:  # UnicodeEncodeError is a ValueError
+    """Send ``request`` on ``session`` (redirects not followed); give up after ``deadline``
+    seconds in total, reading the answer included. Never raises for transport problems:
+    they become an :class:`Outcome` without a status. ``now`` is Unix seconds."""
+    problem = _unsendable(request)
+    if problem:
         # A stored task that can never be sent: a failed attempt, so retries and the
         # dead-letter table deal with it instead of it cycling unseen.
-        return Outcome(None, "error", f"cannot build the request: {type(exc).__name__}: {exc}")
+        return Outcome(None, "error", f"cannot build the request: {problem}")
     try:
         async with asyncio.timeout(deadline):
-            response = await client.send(outgoing, stream=True)
+            response = await session.request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                data=request.body if request.body or request.method in BODY_METHODS else None,
+                allow_redirects=False,
+            )
             try:
                 return await _read(response, now)
             finally:
-                await response.aclose()
+                response.close()
     except TimeoutError:
         return Outcome(None, "timeout", f"no response within the dispatch deadline ({deadline:g}s)")
-    except httpx.TimeoutException as exc:
-        return Outcome(None, "timeout", f"timed out: {type(exc).__name__}")
-    except httpx.HTTPError as exc:
-        return Outcome(None, "error", f"{type(exc).__name__}: {exc}"[:SNIPPET_BYTES])
+    except (aiohttp.ClientError, OSError) as exc:
+        return Outcome(None, "error", _describe(exc))
+    except ValueError as exc:  # a URL or header aiohttp refuses to send
+        return Outcome(None, "error", f"cannot build the request: {_describe(exc)}")
 
 
-async def _read(response: httpx.Response, now: float) -> Outcome:
-    status = response.status_code
+def _unsendable(request: OutgoingRequest) -> str:
+    """Why ``request`` cannot go on the wire as it is ('' when it can): header names and
+    values must be ASCII, values without control characters but tab (RFC 9110 5.5)."""
+    headers = request.headers
+    if "".join(headers).isascii() and _FIELD_OK("".join(headers.values())):
+        return ""  # one check for all of them: the usual case
+    for name, value in headers.items():
+        if not (name.isascii() and _FIELD_OK(value)):
+            break
+    return f"header {name[:64]!r} has a value that cannot be sent"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:SNIPPET_BYTES]
+
+
+async def _read(response: aiohttp.ClientResponse, now: float) -> Outcome:
+    status = response.status
     kind = f"{status // 100}xx" if 100 <= status < 600 else "error"
+    content = response.content
     if 200 <= status < 300:
         read = 0
-        async for chunk in response.aiter_bytes():
-            read += len(chunk)
-            if read > MAX_SUCCESS_BODY:
+        while read <= MAX_SUCCESS_BODY:
+            chunk = await content.readany()
+            if not chunk:
                 break
+            read += len(chunk)
         return Outcome(status, kind)
     snippet = b""
-    async for chunk in response.aiter_bytes():
-        snippet += chunk
-        if len(snippet) >= SNIPPET_BYTES:
+    while len(snippet) < SNIPPET_BYTES:
+        chunk = await content.readany()
+        if not chunk:
             break
+        snippet += chunk
     retry_after = None
     if status in (429, 503):
         retry_after = parse_retry_after(response.headers.get("retry-after"), now)

@@ -8,10 +8,11 @@ import logging
 import math
 import ssl
 
-import httpx
+import aiohttp
 
 from proxy.config import QueueSettings, Settings
 from proxy.engines.admin import QueueInfo
+from proxy.engines.http_client import delivery_session, tls_context
 from proxy.engines.local.admin import LocalAdmin
 from proxy.engines.local.clock import Clock, SystemClock
 from proxy.engines.local.dispatcher import Dispatcher
@@ -28,7 +29,6 @@ DEFAULT_MAX_BACKLOG_TASKS = 1_000_000
 DEFAULT_MAX_BACKLOG_BYTES = 1024**3
 DEDUP_PRUNE_INTERVAL = 60.0
 MAX_RETRY_AFTER = 3600.0
-CLIENT_SHARD = 8  # connections per pooled HTTP client
 
 
 class _Backlog:
@@ -69,7 +69,8 @@ class LocalEngine(LocalAdmin):
     One process owns the file: ``<db>.lock`` is locked (``flock``) while the engine runs, and
     a second engine on the same file refuses to start. On start, attempts that an earlier
     process left in flight (killed, crashed) are due again at once; delivery is at least
-    once. ``clock`` and ``transport`` exist for tests.
+    once. ``clock`` exists for tests; ``tls`` is the client context for https targets
+    (the system's CA bundle when omitted).
     """
 
     name = "local"
@@ -80,12 +81,12 @@ class LocalEngine(LocalAdmin):
         metrics: Metrics,
         *,
         clock: Clock | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.clock = clock or SystemClock()
-        self._transport = transport
+        self._tls = tls
         self.store = Store(
             settings.local.db,
             synchronous=settings.local.synchronous,
@@ -95,8 +96,7 @@ class LocalEngine(LocalAdmin):
         )
         self.backlogs = {queue.name: _Backlog(queue) for queue in settings.queues}
         self.dispatchers: dict[str, Dispatcher] = {}
-        self._clients: list[httpx.AsyncClient] = []
-        self._ssl: ssl.SSLContext | None = None
+        self._sessions: list[aiohttp.ClientSession] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._db_lock = DatabaseLock(settings.local.db)
         self._closing = False
@@ -134,7 +134,7 @@ class LocalEngine(LocalAdmin):
             sum(b.dead for b in self.backlogs.values()),
         )
         for queue in self.settings.queues:
-            self.dispatchers[queue.name] = self._dispatcher(queue, self._make_clients(queue))
+            self.dispatchers[queue.name] = self._dispatcher(queue, self._make_session(queue))
         for (name,) in self.store.read("SELECT queue FROM paused"):
             if name in self.dispatchers:
                 self.dispatchers[name].paused = True
@@ -145,29 +145,16 @@ class LocalEngine(LocalAdmin):
         self._tasks.append(asyncio.create_task(self._prune_dedup()))
         self._started = True
 
-    def _make_clients(self, queue: QueueSettings) -> list[httpx.AsyncClient]:
-        # httpx's pool slows down sharply with many connections (100 concurrent attempts
-        # reached 300/s where 8 reached 500/s), so each queue gets pooled clients of at
-        # most CLIENT_SHARD connections, one per share of its concurrency.
-        if self._ssl is None:
-            self._ssl = httpx.create_ssl_context()  # one CA bundle in memory, not one per client
-        clients = [
-            httpx.AsyncClient(
-                transport=self._transport,
-                verify=self._ssl,
-                follow_redirects=False,
-                trust_env=False,
-                limits=httpx.Limits(
-                    max_connections=CLIENT_SHARD, max_keepalive_connections=CLIENT_SHARD
-                ),
-                timeout=httpx.Timeout(MAX_RETRY_AFTER),  # the dispatch deadline bounds attempts
-            )
-            for _ in range(math.ceil(queue.concurrency / CLIENT_SHARD))
-        ]
-        self._clients.extend(clients)
-        return clients
+    def _make_session(self, queue: QueueSettings) -> aiohttp.ClientSession:
+        # One pool per queue, as large as its concurrency cap: a slow backend of one
+        # queue cannot take the connections of another.
+        if self._tls is None:
+            self._tls = tls_context()  # one CA bundle in memory for every queue
+        session = delivery_session(queue.concurrency, self._tls)
+        self._sessions.append(session)
+        return session
 
-    def _dispatcher(self, queue: QueueSettings, clients: list[httpx.AsyncClient]) -> Dispatcher:
+    def _dispatcher(self, queue: QueueSettings, session: aiohttp.ClientSession) -> Dispatcher:
         backlog = self.backlogs[queue.name]
 
         def done(size: int, dead: bool) -> None:
@@ -179,7 +166,7 @@ class LocalEngine(LocalAdmin):
         return Dispatcher(
             queue,
             store=self.store,
-            clients=clients,
+            session=session,
             clock=self.clock,
             metrics=self.metrics,
             on_done=done,
@@ -195,8 +182,8 @@ class LocalEngine(LocalAdmin):
             return
         grace = self.settings.server.shutdown_grace
         await stop_dispatching(self.dispatchers.values(), self._tasks, self.store, grace)
-        for client in self._clients:
-            await client.aclose()
+        for session in self._sessions:
+            await session.close()
         await asyncio.to_thread(self.store.close)
         self._db_lock.release()
 

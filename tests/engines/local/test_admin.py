@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
 from proxy.config import settings_from_dict
@@ -15,32 +14,42 @@ from proxy.engines.local import LocalEngine
 from proxy.envelope import Envelope
 from proxy.errors import NotFoundError
 from proxy.metrics import Metrics
+from tests.support.loop_backend import Reply, Seen, loop_backend
 
 pytestmark = pytest.mark.anyio
 WAIT = 10.0  # seconds for any one condition
 
 
 class Backend:
-    """An in-process backend answering with ``status`` and recording task ids."""
+    """A real backend on the test's loop answering with ``status``, recording task ids."""
 
     def __init__(self) -> None:
         self.status = 200
         self.seen: list[str] = []
+        self.url = ""
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __call__(self, request: Seen) -> Reply:
         self.seen.append(request.headers["x-cloudtasks-taskname"])
-        return httpx.Response(self.status, text="nope" if self.status >= 300 else "ok")
+        return Reply(self.status, body=b"nope" if self.status >= 300 else b"ok")
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[Backend]:
+    answer = Backend()
+    async with loop_backend(answer) as served:
+        answer.url = served.url
+        yield answer
 
 
 def make(tmp_path: Path, backend: Backend, **queue: object) -> LocalEngine:
     settings = settings_from_dict(
         {
-            "queues": [{"name": "q", "target": "http://backend.test", **queue}],
+            "queues": [{"name": "q", "target": backend.url, **queue}],
             "local": {"db": str(tmp_path / "a.db")},
             "server": {"shutdown_grace": 1},
         }
     )
-    return LocalEngine(settings, Metrics(), transport=httpx.MockTransport(backend))
+    return LocalEngine(settings, Metrics())
 
 
 def envelope(n: int) -> Envelope:
@@ -59,15 +68,16 @@ async def until(condition: Callable[[], bool]) -> None:
     raise AssertionError("condition not met in time")
 
 
-async def test_engine_offers_queue_admin(tmp_path: Path) -> None:
+async def test_engine_offers_queue_admin(tmp_path: Path, backend: Backend) -> None:
     """The admin listener finds the QueueAdmin operations on the embedded engine."""
-    assert isinstance(make(tmp_path, Backend()), QueueAdmin)
+    assert isinstance(make(tmp_path, backend), QueueAdmin)
 
 
-async def test_pause_holds_deliveries_and_survives_restart(tmp_path: Path) -> None:
+async def test_pause_holds_deliveries_and_survives_restart(
+    tmp_path: Path, backend: Backend
+) -> None:
     """A paused queue accepts tasks but delivers none, also after a restart; resume
     delivers them."""
-    backend = Backend()
     engine = make(tmp_path, backend)
     await engine.start()
     info = await engine.pause_queue("q")
@@ -90,9 +100,9 @@ async def test_pause_holds_deliveries_and_survives_restart(tmp_path: Path) -> No
         await engine.aclose()
 
 
-async def test_purge_empties_the_queue(tmp_path: Path) -> None:
+async def test_purge_empties_the_queue(tmp_path: Path, backend: Backend) -> None:
     """Purge deletes every waiting task and the counters follow."""
-    engine = make(tmp_path, Backend())
+    engine = make(tmp_path, backend)
     await engine.start()
     try:
         await engine.pause_queue("q")
@@ -106,9 +116,9 @@ async def test_purge_empties_the_queue(tmp_path: Path) -> None:
         await engine.aclose()
 
 
-async def test_list_get_and_delete_tasks(tmp_path: Path) -> None:
+async def test_list_get_and_delete_tasks(tmp_path: Path, backend: Backend) -> None:
     """Tasks page in due order with a cursor; get shows headers and body; delete removes."""
-    engine = make(tmp_path, Backend())
+    engine = make(tmp_path, backend)
     await engine.start()
     try:
         await engine.pause_queue("q")
@@ -136,10 +146,9 @@ async def test_list_get_and_delete_tasks(tmp_path: Path) -> None:
         await engine.aclose()
 
 
-async def test_dead_letters_list_replay_and_drop(tmp_path: Path) -> None:
+async def test_dead_letters_list_replay_and_drop(tmp_path: Path, backend: Backend) -> None:
     """Dead letters are listed newest first with their last answer; a replayed one is
     delivered again; a dropped one is gone."""
-    backend = Backend()
     backend.status = 500
     engine = make(tmp_path, backend, retry={"max_attempts": 1})
     await engine.start()

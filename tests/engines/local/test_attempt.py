@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
-import httpx
+import aiohttp
 import pytest
 
 from proxy.engines.delivery import OutgoingRequest
+from proxy.engines.http_client import delivery_session
 from proxy.engines.local.attempt import parse_retry_after, send
+from tests.support.loop_backend import Handler, Reply, Seen, loop_backend
 
 pytestmark = pytest.mark.anyio
-
-REQUEST = OutgoingRequest("POST", "http://backend.test/x", {"content-type": "a/b"}, b"hi")
 
 
 def test_retry_after_seconds() -> None:
@@ -39,47 +41,57 @@ def test_retry_after_is_capped_at_30_days() -> None:
     assert parse_retry_after("999999999", now=0) == 30 * 86400
 
 
-async def client(handler: object) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler))  # type: ignore[arg-type]
+@contextlib.asynccontextmanager
+async def backend(handler: Handler) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
+    """A real backend on the test's loop and a delivery session; yields the URL to post to."""
+    async with loop_backend(handler) as server:
+        session = delivery_session(4)
+        try:
+            yield f"{server.url}/x", session
+        finally:
+            await session.close()
+
+
+def post(url: str, **headers: str) -> OutgoingRequest:
+    return OutgoingRequest("POST", url, {"content-type": "a/b", **headers}, b"hi")
 
 
 async def test_success_and_snippet() -> None:
     """2xx is success; a failure keeps a snippet of at most 1 KiB of the body."""
-    ok = await send(await client(lambda r: httpx.Response(204)), REQUEST, deadline=5, now=0)
+    async with backend(lambda r: Reply(204)) as (url, session):
+        ok = await send(session, post(url), deadline=5, now=0)
     assert (ok.success, ok.kind) == (True, "2xx")
-    bad = await send(
-        await client(lambda r: httpx.Response(500, text="x" * 5000)), REQUEST, deadline=5, now=0
-    )
+    async with backend(lambda r: Reply(500, body=b"x" * 5000)) as (url, session):
+        bad = await send(session, post(url), deadline=5, now=0)
     assert (bad.success, bad.executed, bad.kind, len(bad.error)) == (False, False, "5xx", 1024)
 
 
 async def test_503_retry_after_is_read() -> None:
     """A 503's Retry-After is part of the outcome and marks it as throttling."""
-    outcome = await send(
-        await client(lambda r: httpx.Response(503, headers={"retry-after": "7"})),
-        REQUEST,
-        deadline=5,
-        now=0,
-    )
+    async with backend(lambda r: Reply(503, headers={"retry-after": "7"})) as (url, session):
+        outcome = await send(session, post(url), deadline=5, now=0)
     assert (outcome.throttles, outcome.retry_after) == (True, 7)
 
 
 async def test_deadline_ends_the_attempt() -> None:
     """No answer within the deadline is a timeout, not an exception."""
 
-    async def hang(request: httpx.Request) -> httpx.Response:
+    async def hang(request: Seen) -> Reply:
         await asyncio.sleep(30)
-        return httpx.Response(200)
+        return Reply(200)
 
-    outcome = await send(await client(hang), REQUEST, deadline=0.05, now=0)
+    async with backend(hang) as (url, session):
+        outcome = await send(session, post(url), deadline=0.05, now=0)
     assert (outcome.status, outcome.kind) == (None, "timeout")
     assert "deadline" in outcome.error
 
 
 async def test_unsendable_request_is_a_failed_attempt() -> None:
-    """A stored request httpx cannot build (non-ASCII header) is an error outcome, not a
-    crash that would leave the task leased forever."""
-    poison = OutgoingRequest("POST", "http://backend.test/x", {"x-name": "caf\u00e9"}, b"")
-    outcome = await send(await client(lambda r: httpx.Response(200)), poison, deadline=5, now=0)
-    assert (outcome.status, outcome.kind, outcome.success) == (None, "error", False)
-    assert "cannot build" in outcome.error
+    """A stored request that cannot go on the wire (non-ASCII or control characters in a
+    header) is an error outcome, not a crash that would leave the task leased forever;
+    nothing reaches the backend."""
+    async with backend(lambda r: Reply(200)) as (url, session):
+        for value in ("caf\u00e9", "a\r\nx-injected: 1"):
+            outcome = await send(session, post(url, **{"x-name": value}), deadline=5, now=0)
+            assert (outcome.status, outcome.kind, outcome.success) == (None, "error", False)
+            assert "cannot build" in outcome.error

@@ -3,46 +3,50 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import aiohttp
 import pytest
 
 from proxy.config import QueueSettings, RetrySettings
+from proxy.engines.http_client import delivery_session
 from proxy.engines.local.clock import ManualClock
 from proxy.engines.local.dispatcher import Dispatcher
 from proxy.engines.local.store import Store
 from proxy.envelope import Envelope
 from proxy.metrics import Metrics
 from tests.support.log_capture import CapturedLines
+from tests.support.loop_backend import LoopBackend, Reply, Seen, loop_backend
 
 pytestmark = pytest.mark.anyio
 
-Answer = Callable[[httpx.Request], httpx.Response]
+Answer = Callable[[Seen], "Reply | Awaitable[Reply]"]
 
 
 @dataclass
 class Rig:
-    """A dispatcher on a real store, a manual clock and an in-process backend."""
+    """A dispatcher on a real store, a manual clock and a real backend on the test's loop."""
 
     clock: ManualClock
     store: Store
-    answer: Answer = lambda request: httpx.Response(200)
-    seen: list[tuple[float, httpx.Request]] = field(default_factory=list)
+    backend: LoopBackend
+    session: aiohttp.ClientSession
+    answer: Answer = lambda request: Reply(200)
+    seen: list[tuple[float, Seen]] = field(default_factory=list)
     dispatcher: Dispatcher | None = None
     metrics: Metrics = field(default_factory=Metrics)
 
-    def handler(self, request: httpx.Request) -> httpx.Response:
+    def handler(self, request: Seen) -> Reply | Awaitable[Reply]:
         self.seen.append((self.clock.time(), request))
         return self.answer(request)
 
     def make(self, **queue: object) -> Dispatcher:
-        settings = QueueSettings(name="q", target="http://backend.test/base", **queue)  # type: ignore[arg-type]
-        client = httpx.AsyncClient(transport=httpx.MockTransport(self.handler))
+        target = f"{self.backend.url}/base"
+        settings = QueueSettings(name="q", target=target, **queue)  # type: ignore[arg-type]
         self.dispatcher = Dispatcher(
-            settings, store=self.store, clients=[client], clock=self.clock, metrics=self.metrics
+            settings, store=self.store, session=self.session, clock=self.clock, metrics=self.metrics
         )
         return self.dispatcher
 
@@ -63,12 +67,24 @@ class Rig:
         return delay
 
 
+async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Let the loop run until ``condition()`` holds (the backend answers on this loop)."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     clock = ManualClock(start=10_000.0)
     store = Store(str(tmp_path / "d.db"), clock=clock.time)
     store.open(["q"])
-    yield Rig(clock=clock, store=store)
+    async with loop_backend() as backend:
+        session = delivery_session(8)
+        rig = Rig(clock=clock, store=store, backend=backend, session=session)
+        backend.handler = rig.handler
+        yield rig
+        await session.close()
     store.close()
 
 
@@ -97,18 +113,18 @@ async def test_concurrency_cap(rig: Rig) -> None:
     gate = asyncio.Event()
     started = 0
 
-    async def slow(request: httpx.Request) -> httpx.Response:
+    async def slow(request: Seen) -> Reply:
         nonlocal started
         started += 1
         await gate.wait()
-        return httpx.Response(200)
+        return Reply(200)
 
+    rig.answer = slow
     dispatcher = rig.make(rate=100, burst=10, concurrency=2)
-    dispatcher.clients = [httpx.AsyncClient(transport=httpx.MockTransport(slow))]
     await rig.add(5)
     await dispatcher.step()
     await dispatcher.step()
-    await asyncio.sleep(0)
+    await wait_until(lambda: started == 2)
     assert len(dispatcher.in_flight) == 2
     gate.set()
     await asyncio.gather(*dispatcher.in_flight.values())
@@ -124,7 +140,7 @@ async def test_request_matches_cloud_tasks(rig: Rig) -> None:
     await rig.step()
     _, request = rig.seen[0]
     assert request.method == "POST"
-    assert str(request.url) == "http://backend.test/base/p0"
+    assert request.url == f"{rig.backend.url}/base/p0"
     assert request.content == b"b0"
     h = request.headers
     assert h["user-agent"] == "Google-Cloud-Tasks"
@@ -140,7 +156,7 @@ async def test_request_matches_cloud_tasks(rig: Rig) -> None:
 async def test_retries_follow_the_backoff_schedule(rig: Rig) -> None:
     """500s are retried after 1, 2, 4, 4 s (min 1, max 4); headers count the attempts."""
     statuses = iter([500, 500, 404, 500, 200])
-    rig.answer = lambda request: httpx.Response(next(statuses))
+    rig.answer = lambda request: Reply(next(statuses))
     rig.make(rate=100, retry=RetrySettings(min_backoff=1, max_backoff=4, max_doublings=5))
     await rig.add(1)
     await rig.step()
@@ -166,7 +182,7 @@ async def test_retries_follow_the_backoff_schedule(rig: Rig) -> None:
 async def test_retry_after_is_honoured_and_slows_the_queue(rig: Rig) -> None:
     """429 with Retry-After: 3 means no attempt before 3 s, and the queue rate halves."""
     statuses = iter([429, 200])
-    rig.answer = lambda request: httpx.Response(next(statuses), headers={"retry-after": "3"})
+    rig.answer = lambda request: Reply(next(statuses), headers={"retry-after": "3"})
     dispatcher = rig.make(rate=10, retry=RetrySettings(min_backoff=0.1))
     await rig.add(1)
     await rig.step()
@@ -188,12 +204,10 @@ async def test_connection_error_has_no_previous_response(rig: Rig) -> None:
     """After an attempt without a response, the retry carries no previous-response header."""
     calls = 0
 
-    def flaky(request: httpx.Request) -> httpx.Response:
+    def flaky(request: Seen) -> Reply:
         nonlocal calls
         calls += 1
-        if calls == 1:
-            raise httpx.ConnectError("refused", request=request)
-        return httpx.Response(200)
+        return Reply(drop=calls == 1)  # the first attempt: the connection drops, no answer
 
     rig.answer = flaky
     rig.make(retry=RetrySettings(min_backoff=1))
@@ -214,7 +228,7 @@ async def test_connection_error_has_no_previous_response(rig: Rig) -> None:
 
 async def test_exhausted_attempts_go_to_dead_letters(rig: Rig) -> None:
     """After max_attempts failures the task is in the dead-letter table with its last answer."""
-    rig.answer = lambda request: httpx.Response(503, text="backend down")
+    rig.answer = lambda request: Reply(503, body=b"backend down")
     rig.make(retry=RetrySettings(max_attempts=2, min_backoff=1))
     await rig.add(1)
     await rig.step()
@@ -230,11 +244,11 @@ async def test_exhausted_attempts_go_to_dead_letters(rig: Rig) -> None:
 
 async def test_redirect_is_not_followed(rig: Rig) -> None:
     """A 3xx is a failed attempt: the redirect target is never requested."""
-    rig.answer = lambda request: httpx.Response(302, headers={"location": "http://elsewhere/"})
+    rig.answer = lambda request: Reply(302, headers={"location": "/elsewhere"})
     rig.make(retry=RetrySettings(max_attempts=1))
     await rig.add(1)
     await rig.step()
-    assert [str(r.url) for _, r in rig.seen] == ["http://backend.test/base/p0"]
+    assert [r.path_qs for _, r in rig.seen] == ["/base/p0"]
     assert rig.store.dead_letters("q")[0].last_status == 302
 
 
@@ -253,12 +267,12 @@ async def test_future_tasks_wait_for_their_eta(rig: Rig) -> None:
 async def test_drain_cancels_slow_attempts_and_reports_them(rig: Rig) -> None:
     """Attempts still running after the grace period are cancelled and listed for release."""
 
-    async def hang(request: httpx.Request) -> httpx.Response:
+    async def hang(request: Seen) -> Reply:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
+    rig.answer = hang
     dispatcher = rig.make()
-    dispatcher.clients = [httpx.AsyncClient(transport=httpx.MockTransport(hang))]
     await rig.add(2)
     await dispatcher.step()
     dispatcher.stop()
@@ -270,7 +284,7 @@ async def test_drain_cancels_slow_attempts_and_reports_them(rig: Rig) -> None:
 async def test_one_log_line_per_attempt(rig: Rig, log_lines: CapturedLines) -> None:
     """Each attempt logs queue, task, request id, status and what happens next; no body."""
     statuses = iter([503, 200])
-    rig.answer = lambda request: httpx.Response(next(statuses), text="secret body")
+    rig.answer = lambda request: Reply(next(statuses), body=b"secret body")
     rig.make(retry=RetrySettings(min_backoff=1))
     await rig.add(1)
     await rig.step()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from proxy.config import Settings, settings_from_dict
@@ -14,14 +14,22 @@ from proxy.engines.local.store import Store
 from proxy.envelope import Envelope
 from proxy.errors import BacklogFullError, EngineUnavailableError, TaskRejectedError
 from proxy.metrics import Metrics
+from tests.support.loop_backend import Handler, LoopBackend, Reply, Seen, loop_backend
 
 pytestmark = pytest.mark.anyio
 
 
-def settings(tmp_path: Path, **queue: object) -> Settings:
+@pytest.fixture
+async def backend() -> AsyncIterator[LoopBackend]:
+    """A real backend on the test's loop (200 unless a test sets its handler)."""
+    async with loop_backend() as served:
+        yield served
+
+
+def settings(tmp_path: Path, target: str = "http://127.0.0.1:9", **queue: object) -> Settings:
     return settings_from_dict(
         {
-            "queues": [{"name": "q", "target": "http://backend.test", **queue}],
+            "queues": [{"name": "q", "target": target, **queue}],
             "local": {"db": str(tmp_path / "e.db")},
             "server": {"shutdown_grace": 0.2},
         }
@@ -35,10 +43,18 @@ def envelope(n: int, queue: str = "q") -> Envelope:
     )  # fmt: skip
 
 
-def engine(tmp_path: Path, handler: object = None, **queue: object) -> LocalEngine:
-    answer = handler or (lambda request: httpx.Response(200))
-    transport = httpx.MockTransport(answer)  # type: ignore[arg-type]
-    return LocalEngine(settings(tmp_path, **queue), Metrics(), transport=transport)
+def engine(
+    tmp_path: Path,
+    backend: LoopBackend | None = None,
+    handler: Handler | None = None,
+    **queue: object,
+) -> LocalEngine:
+    """An engine whose queue ``q`` delivers to ``backend`` (answering with ``handler``), or
+    to a closed port without one."""
+    if backend is not None and handler is not None:
+        backend.handler = handler
+    target = backend.url if backend is not None else "http://127.0.0.1:9"
+    return LocalEngine(settings(tmp_path, target, **queue), Metrics())
 
 
 async def test_second_process_on_the_same_file_is_refused(tmp_path: Path) -> None:
@@ -67,15 +83,17 @@ async def test_unknown_queue_and_closed_engine(tmp_path: Path) -> None:
         await running.enqueue(envelope(2))
 
 
-async def test_shutdown_releases_attempts_still_running(tmp_path: Path) -> None:
+async def test_shutdown_releases_attempts_still_running(
+    tmp_path: Path, backend: LoopBackend
+) -> None:
     """Attempts that outlast the grace period are cancelled and their leases released, so
     the task is due again at once after a restart."""
 
-    async def hang(request: httpx.Request) -> httpx.Response:
+    async def hang(request: Seen) -> Reply:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
-    running = engine(tmp_path, hang)
+    running = engine(tmp_path, backend, hang)
     await running.start()
     await running.enqueue(envelope(1))
     for _ in range(500):
@@ -94,9 +112,9 @@ async def test_shutdown_releases_attempts_still_running(tmp_path: Path) -> None:
         store.close()
 
 
-async def test_backlog_bound_in_bytes(tmp_path: Path) -> None:
+async def test_backlog_bound_in_bytes(tmp_path: Path, backend: LoopBackend) -> None:
     """max_backlog_bytes refuses a task whose body would pass the bound, with a Retry-After."""
-    never = engine(tmp_path, lambda r: httpx.Response(500), max_backlog_bytes=10, rate=1)
+    never = engine(tmp_path, backend, lambda r: Reply(500), max_backlog_bytes=10, rate=1)
     await never.start()
     try:
         await never.enqueue(envelope(1))
