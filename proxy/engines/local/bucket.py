@@ -38,10 +38,11 @@ class TokenBucket:
             return True
         return False
 
-    def wait_time(self, now: float) -> float:
-        """Seconds until one token is available (0 when there is one now)."""
+    def wait_time(self, now: float, tokens: int = 1) -> float:
+        """Seconds until ``tokens`` (at most ``burst``) are available (0 when they are now)."""
         self._refill(now)
-        return 0.0 if self._tokens >= 1 - _EPSILON else (1 - self._tokens) / self.rate
+        want = min(tokens, self.burst)
+        return 0.0 if self._tokens >= want - _EPSILON else (want - self._tokens) / self.rate
 
     def set_rate(self, rate: float, now: float) -> None:
         """Change the refill rate from ``now`` on (tokens already earned are kept)."""

@@ -58,6 +58,7 @@ _LEASE = (
     " WHERE queue = ? AND visible_at <= ? ORDER BY visible_at LIMIT ?"
 )
 SNIPPET_CHARS = 1024
+_IN_CHUNK = 500  # seqs per "IN (...)" list, well under SQLite's 32,766 parameters
 FAILURE_MEMORY = 5.0  # seconds a failed durable write keeps readiness down
 
 
@@ -247,15 +248,27 @@ class Store:
 
     def complete(self, task: LeasedTask) -> asyncio.Future[bool]:
         """Delete a task whose attempt succeeded; await whether it was still there (an
-        operator may have deleted or purged it meanwhile)."""
+        operator may have deleted or purged it meanwhile). The completions of one batch
+        are one statement and one counter update per queue."""
+        return self.writer.submit_grouped(self._complete, task, durable=False)
 
-        def run(conn: sqlite3.Connection) -> bool:
-            if conn.execute("DELETE FROM tasks WHERE seq = ?", (task.seq,)).rowcount:
-                _bump(conn, task.envelope.queue, -1, -task.size, 0)
-                return True
-            return False
-
-        return self.writer.submit(run)
+    @staticmethod
+    def _complete(conn: sqlite3.Connection, tasks: list[LeasedTask]) -> list[Any]:
+        gone: set[int] = set()
+        for start in range(0, len(tasks), _IN_CHUNK):
+            seqs = [task.seq for task in tasks[start : start + _IN_CHUNK]]
+            marks = ",".join("?" * len(seqs))
+            sql = f"DELETE FROM tasks WHERE seq IN ({marks}) RETURNING seq"  # noqa: S608
+            gone.update(seq for (seq,) in conn.execute(sql, seqs))
+        freed: dict[str, list[int]] = {}
+        for task in tasks:
+            if task.seq in gone:
+                counts = freed.setdefault(task.envelope.queue, [0, 0])
+                counts[0] += 1
+                counts[1] += task.size
+        for queue, (count, size) in freed.items():
+            _bump(conn, queue, -count, -size, 0)
+        return [task.seq in gone for task in tasks]
 
     def retry(self, task: LeasedTask, result: AttemptResult, eta: float) -> asyncio.Future[None]:
         """Record a failed attempt and schedule the next one at ``eta``; await ``None``."""
