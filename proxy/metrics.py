@@ -14,6 +14,8 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from proxy.logsink import dropped_total
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 _DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 _BODY_BUCKETS = (0, 256, 1024, 4096, 16384, 65536, 102400, 262144, 1048576)
@@ -115,10 +117,25 @@ class Metrics:
             ["queue"],
             registry=r,
         )
+        # logs: the sink is the process's, each registry reads its count when scraped
+        r.register(_DroppedLogLines())
 
     def register(self, collector: Collector) -> None:
         """Add a collector computed at scrape time (for example queue depth from SQLite)."""
         self.registry.register(collector)
+
+
+class _DroppedLogLines(Collector):
+    """``ingest_proxy_log_lines_dropped_total``: lines the process's log sink dropped."""
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "ingest_proxy_log_lines_dropped",
+            "Log lines dropped because stderr was not read fast enough (buffer full) or "
+            "was closed; requests are never held up by logging.",
+        )
+        family.add_metric([], float(dropped_total()))
+        yield family
 
 
 # The ingress updates a few metrics for every request. prometheus_client takes a lock per
