@@ -300,3 +300,23 @@ async def test_one_log_line_per_attempt(rig: Rig, log_lines: CapturedLines) -> N
     assert fields[0]["request_id"] == "r0"
     assert fields[0]["retry_in"] == 1
     assert all("secret" not in line for line in log_lines.lines)  # the answer body is not logged
+
+
+async def test_a_queue_at_its_rate_leases_in_groups_and_keeps_the_rate(rig: Rig) -> None:
+    """At 500/s with the bucket empty, the dispatcher waits for 20 ms of tokens (10) and
+    starts them together instead of one every 2 ms; over a second the rate is exact."""
+    rig.make(rate=500, burst=100, concurrency=1000)
+    await rig.add(700)
+    await rig.step()
+    assert len(rig.seen) == 100  # the burst
+    assert await rig.step() == pytest.approx(0.02)  # 10 tokens away, not 1
+    rig.clock.advance(0.01)
+    assert await rig.step() == pytest.approx(0.01)
+    assert len(rig.seen) == 100  # 5 tokens are not enough
+    rig.clock.advance(0.01)
+    await rig.step()
+    assert len(rig.seen) == 110
+    for _ in range(49):
+        rig.clock.advance(0.02)
+        await rig.step()
+    assert len(rig.seen) == 100 + 500  # one second: the burst plus 500
