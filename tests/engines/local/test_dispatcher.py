@@ -67,13 +67,6 @@ class Rig:
         return delay
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Let the loop run until ``condition()`` holds (the backend answers on this loop)."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.001)
-
-
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     clock = ManualClock(start=10_000.0)
@@ -110,12 +103,14 @@ async def test_burst_then_rate(rig: Rig) -> None:
 
 async def test_concurrency_cap(rig: Rig) -> None:
     """No more attempts start while ``concurrency`` are in flight."""
-    gate = asyncio.Event()
+    gate, two_arrived = asyncio.Event(), asyncio.Event()
     started = 0
 
     async def slow(request: Seen) -> Reply:
         nonlocal started
         started += 1
+        if started == 2:
+            two_arrived.set()
         await gate.wait()
         return Reply(200)
 
@@ -124,7 +119,8 @@ async def test_concurrency_cap(rig: Rig) -> None:
     await rig.add(5)
     await dispatcher.step()
     await dispatcher.step()
-    await wait_until(lambda: started == 2)
+    async with asyncio.timeout(10):  # the backend answers on this loop
+        await two_arrived.wait()
     assert len(dispatcher.in_flight) == 2
     gate.set()
     await asyncio.gather(*dispatcher.in_flight.values())
