@@ -124,7 +124,9 @@ class TaskDispatcher(Dispatcher):
         request = self._request(task, url, token)
         started = self.clock.time()
         started_mono = self.clock.monotonic()
-        outcome = await attempt.send(session, request, deadline=deadline, now=started)
+        outcome = await attempt.send(
+            session, request, deadline=deadline, now=started, timer=self.deadlines
+        )
         latency = self.clock.monotonic() - started_mono
         self._delivery_seconds.observe(latency)
         self._dispatches[outcome.kind].inc()

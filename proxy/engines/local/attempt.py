@@ -10,6 +10,7 @@ import re
 import aiohttp
 
 from proxy.engines.delivery import BODY_METHODS, OutgoingRequest
+from proxy.engines.local.deadlines import DeadlineTimer
 
 SNIPPET_BYTES = 1024
 MAX_SUCCESS_BODY = 1024 * 1024  # read at most this much of a 2xx body, then drop the connection
@@ -70,43 +71,61 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 
 async def send(
-    session: aiohttp.ClientSession, request: OutgoingRequest, *, deadline: float, now: float
+    session: aiohttp.ClientSession,
+    request: OutgoingRequest,
+    *,
+    deadline: float,
+    now: float,
+    timer: DeadlineTimer,
 ) -> Outcome:
     """Send ``request`` on ``session`` (redirects not followed); give up after ``deadline``
-    seconds in total, reading the answer included. Never raises for transport problems:
-    they become an :class:`Outcome` without a status. ``now`` is Unix seconds."""
+    seconds in total, reading the answer included (``timer`` ends the attempt: one timer
+    per queue rather than one per attempt). Never raises for transport problems: they
+    become an :class:`Outcome` without a status. ``now`` is Unix seconds. Run it in a
+    task of its own: that task is cancelled when the deadline passes."""
     problem = _unsendable(request)
     if problem:
         # A stored task that can never be sent: a failed attempt, so retries and the
         # dead-letter table deal with it instead of it cycling unseen.
         return Outcome(None, "error", f"cannot build the request: {problem}")
+    task = asyncio.current_task()
+    assert task is not None, "send() runs in a task"
+    timer.start(task, deadline)
     try:
-        async with asyncio.timeout(deadline):
-            response = await session.request(
-                request.method,
-                request.url,
-                headers=request.headers,
-                data=request.body if request.body or request.method in BODY_METHODS else None,
-                allow_redirects=False,
+        response = await session.request(
+            request.method,
+            request.url,
+            headers=request.headers,
+            data=request.body if request.body or request.method in BODY_METHODS else None,
+            allow_redirects=False,
+        )
+        try:
+            return await _read(response, now)
+        finally:
+            response.close()
+    except asyncio.CancelledError:
+        if timer.stop(task) and task.uncancel() == 0:  # the deadline, not a shutdown
+            return Outcome(
+                None, "timeout", f"no response within the dispatch deadline ({deadline:g}s)"
             )
-            try:
-                return await _read(response, now)
-            finally:
-                response.close()
-    except TimeoutError:
-        return Outcome(None, "timeout", f"no response within the dispatch deadline ({deadline:g}s)")
+        raise
+    except TimeoutError as exc:  # a socket-level timeout
+        return Outcome(None, "timeout", f"timed out: {_describe(exc)}")
     except (aiohttp.ClientError, OSError) as exc:
         return Outcome(None, "error", _describe(exc))
     except ValueError as exc:  # a URL or header aiohttp refuses to send
         return Outcome(None, "error", f"cannot build the request: {_describe(exc)}")
+    finally:
+        timer.stop(task)
 
 
 def _unsendable(request: OutgoingRequest) -> str:
     """Why ``request`` cannot go on the wire as it is ('' when it can): header names and
     values must be ASCII, values without control characters but tab (RFC 9110 5.5)."""
     headers = request.headers
-    if "".join(headers).isascii() and _FIELD_OK("".join(headers.values())):
-        return ""  # one check for all of them: the usual case
+    values = "".join(headers.values())
+    if values.isascii() and values.isprintable() and "".join(headers).isascii():
+        return ""  # one check for all of them: the usual case (no tab either)
     for name, value in headers.items():
         if not (name.isascii() and _FIELD_OK(value)):
             break

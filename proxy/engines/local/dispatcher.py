@@ -37,6 +37,7 @@ from proxy.engines.delivery import build_request, cloud_tasks_headers
 from proxy.engines.local import attempt
 from proxy.engines.local.bucket import Throttle, TokenBucket
 from proxy.engines.local.clock import Clock
+from proxy.engines.local.deadlines import DeadlineTimer
 from proxy.engines.local.store import AttemptResult, LeasedTask, Store
 from proxy.engines.retry import backoff_delay, should_retry
 from proxy.errors import EngineError
@@ -76,6 +77,7 @@ class Dispatcher:
         self.queue = queue
         self.store = store
         self.session = session  # its pool holds ``concurrency`` connections
+        self.deadlines = DeadlineTimer()
         self.clock = clock
         self.on_done = on_done
         self.bucket = TokenBucket(queue.rate, queue.effective_burst, clock.monotonic())
@@ -238,7 +240,7 @@ class Dispatcher:
         started = self.clock.time()
         started_mono = self.clock.monotonic()
         outcome = await attempt.send(
-            session, request, deadline=queue.dispatch_deadline, now=started
+            session, request, deadline=queue.dispatch_deadline, now=started, timer=self.deadlines
         )
         latency = self.clock.monotonic() - started_mono
         self._delivery_seconds.observe(latency)

@@ -12,6 +12,7 @@ import pytest
 from proxy.engines.delivery import OutgoingRequest
 from proxy.engines.http_client import delivery_session
 from proxy.engines.local.attempt import parse_retry_after, send
+from proxy.engines.local.deadlines import DeadlineTimer
 from tests.support.loop_backend import Handler, Reply, Seen, loop_backend
 
 pytestmark = pytest.mark.anyio
@@ -59,17 +60,17 @@ def post(url: str, **headers: str) -> OutgoingRequest:
 async def test_success_and_snippet() -> None:
     """2xx is success; a failure keeps a snippet of at most 1 KiB of the body."""
     async with backend(lambda r: Reply(204)) as (url, session):
-        ok = await send(session, post(url), deadline=5, now=0)
+        ok = await send(session, post(url), deadline=5, now=0, timer=DeadlineTimer())
     assert (ok.success, ok.kind) == (True, "2xx")
     async with backend(lambda r: Reply(500, body=b"x" * 5000)) as (url, session):
-        bad = await send(session, post(url), deadline=5, now=0)
+        bad = await send(session, post(url), deadline=5, now=0, timer=DeadlineTimer())
     assert (bad.success, bad.executed, bad.kind, len(bad.error)) == (False, False, "5xx", 1024)
 
 
 async def test_503_retry_after_is_read() -> None:
     """A 503's Retry-After is part of the outcome and marks it as throttling."""
     async with backend(lambda r: Reply(503, headers={"retry-after": "7"})) as (url, session):
-        outcome = await send(session, post(url), deadline=5, now=0)
+        outcome = await send(session, post(url), deadline=5, now=0, timer=DeadlineTimer())
     assert (outcome.throttles, outcome.retry_after) == (True, 7)
 
 
@@ -81,7 +82,7 @@ async def test_deadline_ends_the_attempt() -> None:
         return Reply(200)
 
     async with backend(hang) as (url, session):
-        outcome = await send(session, post(url), deadline=0.05, now=0)
+        outcome = await send(session, post(url), deadline=0.05, now=0, timer=DeadlineTimer())
     assert (outcome.status, outcome.kind) == (None, "timeout")
     assert "deadline" in outcome.error
 
@@ -92,6 +93,8 @@ async def test_unsendable_request_is_a_failed_attempt() -> None:
     nothing reaches the backend."""
     async with backend(lambda r: Reply(200)) as (url, session):
         for value in ("caf\u00e9", "a\r\nx-injected: 1"):
-            outcome = await send(session, post(url, **{"x-name": value}), deadline=5, now=0)
+            outcome = await send(
+                session, post(url, **{"x-name": value}), deadline=5, now=0, timer=DeadlineTimer()
+            )
             assert (outcome.status, outcome.kind, outcome.success) == (None, "error", False)
             assert "cannot build" in outcome.error
