@@ -66,21 +66,21 @@ class Metrics:
             ["method", "code"],
             registry=r,
         )
-        # delivery (embedded engine)
-        self.dispatches = Counter(
+        # delivery (embedded engine), counted on the dispatchers' event loop
+        self.dispatches = LoopCounter(
             "ingest_proxy_dispatches",
             "Delivery attempts by queue and outcome class (2xx, 3xx, 4xx, 5xx, error, timeout).",
             ["queue", "status_class"],
             registry=r,
         )
-        self.delivery_seconds = Histogram(
+        self.delivery_seconds = LoopHistogram(
             "ingest_proxy_delivery_seconds",
             "Duration of one delivery attempt, by queue.",
             ["queue"],
             buckets=_DELIVERY_BUCKETS,
             registry=r,
         )
-        self.task_attempts = Histogram(
+        self.task_attempts = LoopHistogram(
             "ingest_proxy_task_attempts",
             "Attempts a task took until it succeeded or was dead-lettered, by queue.",
             ["queue"],
