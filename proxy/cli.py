@@ -116,6 +116,11 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
         "--shutdown-grace", metavar="SECONDS", help="drain time on SIGTERM (default 25s)"
     )
     parser.add_argument("--db", metavar="PATH", help="SQLite file of the local engine")
+    parser.add_argument(
+        "--delivery-processes",
+        metavar="N",
+        help="local engine: processes making the delivery requests (default 1; 0: the event loop)",
+    )
     parser.add_argument("--project", help="Google Cloud project (cloudtasks engine)")
     parser.add_argument("--location", help="Cloud Tasks location, e.g. europe-west1")
     parser.add_argument("--service-account", metavar="EMAIL", help="OIDC token identity")
@@ -130,7 +135,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         for name in (
             "engine", "target", "rate", "burst", "concurrency", "queue", "host", "port",
             "admin_host", "admin_port", "trusted_proxies", "log_level", "log_format", "db",
-            "shutdown_grace",
+            "delivery_processes", "shutdown_grace",
             "project", "location", "service_account", "emulator_host", "max_body_bytes",
         )
     }  # fmt: skip

@@ -29,6 +29,7 @@ LOCATION_RE = re.compile(r"^[A-Za-z0-9-]{1,63}$")
 
 MAX_RATE = 500.0
 MAX_CONCURRENCY = 5000
+MAX_DELIVERY_PROCESSES = 16
 MIN_DISPATCH_DEADLINE = 15.0
 MAX_DISPATCH_DEADLINE = 1800.0
 MAX_SCHEDULE_AHEAD = 30 * 86400.0
@@ -158,11 +159,13 @@ class LimitsSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class LocalSettings:
-    """Embedded engine: the SQLite file and its durability."""
+    """Embedded engine: the SQLite file and its durability; ``delivery_processes`` child
+    processes make the HTTP requests of deliveries (0: the ingress's event loop does)."""
 
     db: str = "ingest-proxy.db"
     synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
     dedup_window: float = 3600.0
+    delivery_processes: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -250,6 +253,10 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("server.header_timeout", "must be between 0.1s and 1h")
     if settings.local.synchronous not in ("FULL", "NORMAL", "EXTRA"):
         raise ConfigError("local.synchronous", "must be FULL, NORMAL or EXTRA")
+    if not 0 <= settings.local.delivery_processes <= MAX_DELIVERY_PROCESSES:
+        raise ConfigError(
+            "local.delivery_processes", f"must be between 0 and {MAX_DELIVERY_PROCESSES}"
+        )
     if settings.engine == "cloudtasks":
         _validate_cloudtasks(settings.cloudtasks, settings.queues)
 
@@ -367,6 +374,7 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "admin_token": ("server", "admin_token"),
     "api_keys": ("", "api_keys"),
     "db": ("local", "db"),
+    "delivery_processes": ("local", "delivery_processes"),
     "project": ("cloudtasks", "project"),
     "location": ("cloudtasks", "location"),
     "service_account": ("cloudtasks", "service_account_email"),

@@ -24,8 +24,6 @@ import asyncio
 import contextlib
 import sqlite3
 
-import aiohttp
-
 from proxy.cloudtasks_server import tables
 from proxy.cloudtasks_server.tasks import NO_RESPONSE_DEADLINE, NO_RESPONSE_ERROR, local_token
 from proxy.engines.delivery import OutgoingRequest, cloud_tasks_headers, joined_headers
@@ -55,7 +53,7 @@ class TaskDispatcher(Dispatcher):
         if meta is None:
             return
         await self._begin(task, lease=True)
-        job = asyncio.create_task(self._send(task, meta, self.session))
+        job = asyncio.create_task(self._send(task, meta, self.sender))
         self.manual.add(job)
         job.add_done_callback(self.manual.discard)
 
@@ -72,12 +70,12 @@ class TaskDispatcher(Dispatcher):
         rows = await asyncio.to_thread(self.store.read, _META, (seq,))
         return (str(rows[0][0]), rows[0][1], float(rows[0][2])) if rows else None
 
-    async def _attempt(self, task: LeasedTask, session: aiohttp.ClientSession) -> None:
+    async def _attempt(self, task: LeasedTask, sender: attempt.Sender) -> None:
         meta = await self._meta(task.seq)
         if meta is None:  # deleted or purged since the lease
             return
         await self._begin(task, lease=False)
-        await self._send(task, meta, session)
+        await self._send(task, meta, sender)
 
     def _begin(self, task: LeasedTask, *, lease: bool) -> asyncio.Future[None]:
         now = self.clock.time()
@@ -118,15 +116,13 @@ class TaskDispatcher(Dispatcher):
         return OutgoingRequest(envelope.method, url, headers, envelope.body)
 
     async def _send(
-        self, task: LeasedTask, meta: tuple[str, str | None, float], session: aiohttp.ClientSession
+        self, task: LeasedTask, meta: tuple[str, str | None, float], sender: attempt.Sender
     ) -> None:
         url, token, deadline = meta
         request = self._request(task, url, token)
         started = self.clock.time()
         started_mono = self.clock.monotonic()
-        outcome = await attempt.send(
-            session, request, deadline=deadline, now=started, timer=self.deadlines
-        )
+        outcome = await sender.send(request, deadline=deadline, now=started)
         latency = self.clock.monotonic() - started_mono
         self._delivery_seconds.observe(latency)
         self._dispatches[outcome.kind].inc()

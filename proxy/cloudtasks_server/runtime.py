@@ -23,6 +23,7 @@ from proxy.cloudtasks_server.validation import (
     not_found,
 )
 from proxy.engines.http_client import delivery_session, tls_context
+from proxy.engines.local import attempt
 from proxy.engines.local.clock import Clock, SystemClock
 from proxy.engines.local.lifecycle import DatabaseLock, stop_dispatching
 from proxy.engines.local.store import Store
@@ -150,7 +151,11 @@ class Runtime:
         settings = config.settings()
         session = self._session(config.name, settings.concurrency, dispatcher)
         fresh = TaskDispatcher(
-            settings, store=self.store, session=session, clock=self.clock, metrics=self.metrics
+            settings,
+            store=self.store,
+            sender=attempt.SessionSender(session),
+            clock=self.clock,
+            metrics=self.metrics,
         )
         fresh.configure(config.short_name)
         fresh.paused = config.state == PAUSED

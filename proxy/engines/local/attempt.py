@@ -6,6 +6,7 @@ import asyncio
 import email.utils
 import math
 import re
+from typing import Protocol
 
 import aiohttp
 
@@ -160,3 +161,24 @@ async def _read(response: aiohttp.ClientResponse, now: float) -> Outcome:
         retry_after = parse_retry_after(response.headers.get("retry-after"), now)
     text = snippet[:SNIPPET_BYTES].decode("utf-8", "replace")
     return Outcome(status, kind, text, retry_after)
+
+
+class Sender(Protocol):
+    """Makes the HTTP request of one attempt: in this event loop or in a delivery process."""
+
+    async def send(self, request: OutgoingRequest, *, deadline: float, now: float) -> Outcome:
+        """:func:`send` on the sender's connection pool; never raises for transport errors."""
+        ...
+
+
+class SessionSender:
+    """A :class:`Sender` on an aiohttp session of this event loop, with one deadline timer
+    for all its attempts."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        self.timer = DeadlineTimer()
+
+    async def send(self, request: OutgoingRequest, *, deadline: float, now: float) -> Outcome:
+        """See :func:`send`; ``deadline`` in seconds, ``now`` Unix seconds."""
+        return await send(self.session, request, deadline=deadline, now=now, timer=self.timer)

@@ -30,14 +30,11 @@ import math
 import threading
 from collections.abc import Callable
 
-import aiohttp
-
 from proxy.config import QueueSettings
 from proxy.engines.delivery import build_request, cloud_tasks_headers
 from proxy.engines.local import attempt
 from proxy.engines.local.bucket import Throttle, TokenBucket
 from proxy.engines.local.clock import Clock
-from proxy.engines.local.deadlines import DeadlineTimer
 from proxy.engines.local.store import AttemptResult, LeasedTask, Store
 from proxy.engines.retry import backoff_delay, should_retry
 from proxy.errors import EngineError
@@ -69,15 +66,14 @@ class Dispatcher:
         queue: QueueSettings,
         *,
         store: Store,
-        session: aiohttp.ClientSession,
+        sender: attempt.Sender,
         clock: Clock,
         metrics: Metrics,
         on_done: Callable[[int, bool], None] = lambda size, dead: None,
     ) -> None:
         self.queue = queue
         self.store = store
-        self.session = session  # its pool holds ``concurrency`` connections
-        self.deadlines = DeadlineTimer()
+        self.sender = sender
         self.clock = clock
         self.on_done = on_done
         self.bucket = TokenBucket(queue.rate, queue.effective_burst, clock.monotonic())
@@ -210,7 +206,7 @@ class Dispatcher:
 
     async def _deliver(self, task: LeasedTask) -> None:
         try:
-            await self._attempt(task, self.session)
+            await self._attempt(task, self.sender)
         except EngineError as exc:
             # The outcome could not be recorded: the lease runs out and the task is tried again.
             logger.warning(
@@ -223,7 +219,7 @@ class Dispatcher:
             self.in_flight.pop(task.seq, None)
             self._wake.set()
 
-    async def _attempt(self, task: LeasedTask, session: aiohttp.ClientSession) -> None:
+    async def _attempt(self, task: LeasedTask, sender: attempt.Sender) -> None:
         queue = self.queue
         request = build_request(queue, task.envelope)
         previous = task.last_status if task.attempts else None
@@ -239,9 +235,7 @@ class Dispatcher:
         )
         started = self.clock.time()
         started_mono = self.clock.monotonic()
-        outcome = await attempt.send(
-            session, request, deadline=queue.dispatch_deadline, now=started, timer=self.deadlines
-        )
+        outcome = await sender.send(request, deadline=queue.dispatch_deadline, now=started)
         latency = self.clock.monotonic() - started_mono
         self._delivery_seconds.observe(latency)
         self._dispatches[outcome.kind].inc()

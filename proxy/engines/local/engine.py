@@ -14,7 +14,9 @@ from proxy.config import QueueSettings, Settings
 from proxy.engines.admin import QueueInfo
 from proxy.engines.http_client import delivery_session, tls_context
 from proxy.engines.local.admin import LocalAdmin
+from proxy.engines.local.attempt import Sender, SessionSender
 from proxy.engines.local.clock import Clock, SystemClock
+from proxy.engines.local.delivery_worker import DeliveryWorker
 from proxy.engines.local.dispatcher import Dispatcher
 from proxy.engines.local.lifecycle import DatabaseLock, stop_dispatching
 from proxy.engines.local.store import Store
@@ -97,6 +99,7 @@ class LocalEngine(LocalAdmin):
         self.backlogs = {queue.name: _Backlog(queue) for queue in settings.queues}
         self.dispatchers: dict[str, Dispatcher] = {}
         self._sessions: list[aiohttp.ClientSession] = []
+        self._workers: list[DeliveryWorker] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._db_lock = DatabaseLock(settings.local.db)
         self._closing = False
@@ -133,8 +136,9 @@ class LocalEngine(LocalAdmin):
             sum(b.tasks for b in self.backlogs.values()),
             sum(b.dead for b in self.backlogs.values()),
         )
-        for queue in self.settings.queues:
-            self.dispatchers[queue.name] = self._dispatcher(queue, self._make_session(queue))
+        senders = await self._make_senders()
+        for queue, sender in zip(self.settings.queues, senders, strict=True):
+            self.dispatchers[queue.name] = self._dispatcher(queue, sender)
         for (name,) in self.store.read("SELECT queue FROM paused"):
             if name in self.dispatchers:
                 self.dispatchers[name].paused = True
@@ -145,6 +149,26 @@ class LocalEngine(LocalAdmin):
         self._tasks.append(asyncio.create_task(self._prune_dedup()))
         self._started = True
 
+    async def _make_senders(self) -> list[Sender]:
+        """One sender per queue (in settings order): on ``local.delivery_processes``
+        processes, queues dealt out in turn, or on this loop when that is 0."""
+        queues = self.settings.queues
+        count = min(self.settings.local.delivery_processes, len(queues))
+        if count == 0:
+            return [SessionSender(self._make_session(queue)) for queue in queues]
+        server = self.settings.server
+        self._workers = [
+            DeliveryWorker(
+                [queue.concurrency for queue in queues[index::count]],
+                log_level=server.log_level,
+                log_format=server.log_format,
+            )
+            for index in range(count)
+        ]
+        for worker in self._workers:
+            await worker.start()
+        return [self._workers[n % count].sender(n // count) for n in range(len(queues))]
+
     def _make_session(self, queue: QueueSettings) -> aiohttp.ClientSession:
         # One pool per queue, as large as its concurrency cap: a slow backend of one
         # queue cannot take the connections of another.
@@ -154,7 +178,7 @@ class LocalEngine(LocalAdmin):
         self._sessions.append(session)
         return session
 
-    def _dispatcher(self, queue: QueueSettings, session: aiohttp.ClientSession) -> Dispatcher:
+    def _dispatcher(self, queue: QueueSettings, sender: Sender) -> Dispatcher:
         backlog = self.backlogs[queue.name]
 
         def done(size: int, dead: bool) -> None:
@@ -166,7 +190,7 @@ class LocalEngine(LocalAdmin):
         return Dispatcher(
             queue,
             store=self.store,
-            session=session,
+            sender=sender,
             clock=self.clock,
             metrics=self.metrics,
             on_done=done,
@@ -184,6 +208,8 @@ class LocalEngine(LocalAdmin):
         await stop_dispatching(self.dispatchers.values(), self._tasks, self.store, grace)
         for session in self._sessions:
             await session.close()
+        for worker in self._workers:
+            await worker.aclose()
         await asyncio.to_thread(self.store.close)
         self._db_lock.release()
 

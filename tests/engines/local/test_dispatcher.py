@@ -12,6 +12,7 @@ import pytest
 
 from proxy.config import QueueSettings, RetrySettings
 from proxy.engines.http_client import delivery_session
+from proxy.engines.local.attempt import SessionSender
 from proxy.engines.local.clock import ManualClock
 from proxy.engines.local.dispatcher import Dispatcher
 from proxy.engines.local.store import Store
@@ -46,7 +47,11 @@ class Rig:
         target = f"{self.backend.url}/base"
         settings = QueueSettings(name="q", target=target, **queue)  # type: ignore[arg-type]
         self.dispatcher = Dispatcher(
-            settings, store=self.store, session=self.session, clock=self.clock, metrics=self.metrics
+            settings,
+            store=self.store,
+            sender=SessionSender(self.session),
+            clock=self.clock,
+            metrics=self.metrics,
         )
         return self.dispatcher
 
