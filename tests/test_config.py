@@ -200,6 +200,14 @@ def test_full_file(tmp_path: Path) -> None:
             },
             "cloudtasks.location",
         ),
+        (
+            {"queues": [{"name": "q", "target": TARGET}], "local": {"delivery_processes": 17}},
+            "local.delivery_processes",
+        ),
+        (
+            {"queues": [{"name": "q", "target": TARGET}], "local": {"delivery_processes": -1}},
+            "local.delivery_processes",
+        ),
         ({"queues": [{"name": "q", "target": TARGET}], "surprise": 1}, "surprise"),
         ({"queues": {"name": "q"}}, "queues"),
     ],

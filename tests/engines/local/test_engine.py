@@ -26,11 +26,13 @@ async def backend() -> AsyncIterator[LoopBackend]:
         yield served
 
 
-def settings(tmp_path: Path, target: str = "http://127.0.0.1:9", **queue: object) -> Settings:
+def settings(
+    tmp_path: Path, target: str = "http://127.0.0.1:9", processes: int = 1, **queue: object
+) -> Settings:
     return settings_from_dict(
         {
             "queues": [{"name": "q", "target": target, **queue}],
-            "local": {"db": str(tmp_path / "e.db")},
+            "local": {"db": str(tmp_path / "e.db"), "delivery_processes": processes},
             "server": {"shutdown_grace": 0.2},
         }
     )
@@ -135,3 +137,33 @@ def test_default_bound_when_none_is_set(tmp_path: Path) -> None:
     assert (default.max_tasks, default.max_bytes) == (1_000_000, 1024**3)
     only_tasks = engine(tmp_path, max_backlog_tasks=5).backlogs["q"]
     assert (only_tasks.max_tasks, only_tasks.max_bytes) == (5, float("inf"))
+
+
+@pytest.mark.parametrize("processes", [0, 1, 2])
+async def test_deliveries_from_the_loop_or_from_delivery_processes(
+    tmp_path: Path, backend: LoopBackend, processes: int
+) -> None:
+    """With local.delivery_processes = 0 the engine delivers from its own loop and starts
+    no process; with N it starts N processes (no more than there are queues) that deliver
+    and are gone after aclose()."""
+    config = settings(tmp_path, backend.url, processes)
+    running = LocalEngine(config, Metrics())
+    await running.start()
+    processes_started = [worker._process for worker in running._workers]
+    try:
+        assert len(processes_started) == min(processes, 1)  # one queue
+        for n in range(3):
+            await running.enqueue(envelope(n))
+        for _ in range(1000):
+            if len(backend.seen) == 3 and running.backlogs["q"].tasks == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert sorted(s.headers["x-cloudtasks-taskname"] for s in backend.seen) == [
+            "t0", "t1", "t2"
+        ]  # fmt: skip
+        assert running.backlogs["q"].tasks == 0
+    finally:
+        await running.aclose()
+    for process in processes_started:
+        assert process is not None
+        assert process.poll() is not None  # exited and reaped
