@@ -294,7 +294,12 @@ def measure(seconds: float) -> dict[str, object]:
                         "client_us_per_request": result["client_us"],
                     }
                 )
-    return {"in_flight": 100, "seconds": seconds, "rows": rows}
+    return {
+        "in_flight": 100,
+        "seconds": seconds,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "rows": rows,
+    }
 
 
 def main() -> None:
