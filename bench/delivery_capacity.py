@@ -133,6 +133,7 @@ def measure(
         "proxy_cpu_us_per_delivery": window.us_per(delivered),
         "proxy_core_pct": window.core_pct(),
         "proxy_other_threads": window.other_names(),
+        "proxy_child_processes": window.children,
         "backend_us_per_request": round(backend_us, 1),
         "backend_core_pct": round(backend_ticks * harness.TICK_US / 1e6 / window.seconds * 100, 1),
         "backend_capacity_per_s": round(1e6 / backend_us) if backend_us else None,
@@ -190,7 +191,7 @@ def line(r: dict[str, Any]) -> str:
         f" {r['target_per_s']} (per queue {min(r['per_queue_per_s']):.0f}-"
         f"{max(r['per_queue_per_s']):.0f}); proxy {cpu['total']} µs/delivery (loop"
         f" {cpu['loop']}, SQLite writer {cpu['sqlite_writer']}, log writer {cpu['log_writer']},"
-        f" other {cpu['other']}),"
+        f" other {cpu['other']}, child processes {cpu['child_processes']}),"
         f" {r['proxy_core_pct'].get('total')} % of a core; backlog left"
         f" {min(x or 0 for x in r['backlog_left']):.0f}+ per queue\n"
         f"  the backend is faster than the proxy: >= {r['backend_capacity_per_s']} req/s capacity"
@@ -204,9 +205,9 @@ def line(r: dict[str, Any]) -> str:
 def table(modes: list[dict[str, Any]]) -> str:
     lines = [
         "| server CPUs | deliveries/s (of 5000) | per queue | proxy µs/delivery: total"
-        " | loop | SQLite writer | log writer | other | proxy core % | raw aiohttp µs/req |"
-        " backend µs/req (core %) |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        " | loop | SQLite writer | log writer | other | child processes | proxy core % |"
+        " raw aiohttp µs/req | backend µs/req (core %) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in modes:
         cpu = r["proxy_cpu_us_per_delivery"]
@@ -215,7 +216,7 @@ def table(modes: list[dict[str, Any]]) -> str:
             f"| {r['cpus']} | {r['deliveries_per_s']:.0f} | {min(r['per_queue_per_s']):.0f}-"
             f"{max(r['per_queue_per_s']):.0f} | {cpu['total']} | {cpu['loop']}"
             f" | {cpu['sqlite_writer']} | {cpu['log_writer']} | {cpu['other']}"
-            f" | {r['proxy_core_pct'].get('total')}"
+            f" | {cpu['child_processes']} | {r['proxy_core_pct'].get('total')}"
             f" | {raw} | {r['backend_us_per_request']} ({r['backend_core_pct']} %) |"
         )
     return "\n".join(lines)

@@ -147,13 +147,43 @@ def thread_ticks(pid: int) -> dict[int, int]:
     return ticks
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, their children, ...), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            parents.setdefault(int(fields[1]), []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def children_ticks(pid: int) -> int:
+    """User + system ticks of the live descendants of ``pid`` plus those of its children
+    that have exited and were waited for (cutime + cstime of /proc/<pid>/stat)."""
+    total = 0
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[13]) + int(fields[14])
+    for child in descendants(pid):
+        with contextlib.suppress(OSError):
+            total += process_ticks(child)
+    return total
+
+
 def process_ticks(pid: int) -> int:
     """User + system clock ticks of the whole process (all threads, from /proc/<pid>/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])
 
 
-GROUPS = ("loop", "sqlite_writer", "log_writer", "other")
+GROUPS = ("loop", "sqlite_writer", "log_writer", "other", "child_processes")
 _THREAD_LINE = re.compile(r'^Thread (0x[0-9a-fA-F]+|\d+) \([^)]*\): "(.*)"')
 
 
@@ -200,7 +230,8 @@ def thread_group(pid: int, tid: int, names: dict[int, str]) -> str:
 @dataclass
 class CpuWindow:
     """CPU ticks of a process over a window, by thread group: the event loop (the main
-    thread), the SQLite writer, the log writer (when the proxy has one), and the others."""
+    thread), the SQLite writer, the log writer (when the proxy has one), the others; and
+    its child processes (e.g. delivery processes), all threads, as one group."""
 
     pid: int
     names: dict[int, str] = field(default_factory=dict)
@@ -208,13 +239,19 @@ class CpuWindow:
     end: dict[int, int] = field(default_factory=dict)
     started_at: float = 0.0
     ended_at: float = 0.0
+    children_start: int = 0
+    children_end: int = 0
+    children: int = 0  # how many child processes there were at the end
 
     def begin(self) -> None:
         self.start = thread_ticks(self.pid)
+        self.children_start = children_ticks(self.pid)
         self.started_at = time.monotonic()
 
     def finish(self) -> None:
         self.end = thread_ticks(self.pid)
+        self.children_end = children_ticks(self.pid)
+        self.children = len(descendants(self.pid))
         self.ended_at = time.monotonic()
 
     @property
@@ -226,6 +263,7 @@ class CpuWindow:
         for tid, ticks in self.end.items():
             group = thread_group(self.pid, tid, self.names)
             groups[group] += ticks - self.start.get(tid, 0)
+        groups["child_processes"] = self.children_end - self.children_start
         return groups
 
     def us_per(self, count: int) -> dict[str, float]:

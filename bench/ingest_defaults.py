@@ -256,8 +256,9 @@ def summarize(runs: list[Run], ratios: list[float] | None) -> dict[str, Any]:
 def table(modes: dict[str, dict[str, Any]]) -> str:
     lines = [
         "| mode | req/s (median) | / bare (median of rounds) | per round |"
-        " CPU µs/req: loop | SQLite writer | log writer | other | loop core % | delivered/s |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---|",
+        " CPU µs/req: loop | SQLite writer | log writer | other | child processes |"
+        " loop core % | delivered/s |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for mode, s in modes.items():
         label = mode + (" (extra: --log-level warning)" if mode in EXTRAS else "")
@@ -268,7 +269,7 @@ def table(modes: dict[str, dict[str, Any]]) -> str:
         lines.append(
             f"| {label} | {s['median_rps']:,} | {ratio} | {per_round} | {cpu['loop']}"
             f" | {cpu['sqlite_writer']} | {cpu['log_writer']} | {cpu['other']}"
-            f" | {s['core_pct']['loop']} | {delivered} |"
+            f" | {cpu['child_processes']} | {s['core_pct']['loop']} | {delivered} |"
         )
     return "\n".join(lines)
 
