@@ -33,7 +33,10 @@ def target_url(queue: QueueSettings, envelope: Envelope) -> str:
 
 def joined_headers(pairs: tuple[tuple[str, str], ...]) -> dict[str, str]:
     """Headers as a map, repeated names comma-joined as Cloud Tasks requires."""
-    headers: dict[str, str] = {}
+    headers = dict(pairs)
+    if len(headers) == len(pairs):
+        return headers  # no name repeats: the usual case
+    headers = {}
     for name, value in pairs:
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
     return headers
