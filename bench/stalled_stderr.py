@@ -10,7 +10,9 @@ at 1/s), pinned to CPU 0, its stderr the write end of a pipe. Two runs, each a f
 
 - ``drained``: a thread reads the pipe all along;
 - ``stalled``: the pipe is read until the proxy is ready, then no more; this process fills
-  what is left of the pipe's buffer (64 KiB) with its own bytes, and then sends the load.
+  what is left of the pipe's buffer (64 KiB) with its own bytes, then sends requests in
+  rounds of 2,000 until the proxy's own log buffer is full too (its dropped-lines counter
+  moves; skipped for a proxy without that counter), and then sends the measured load.
 
 Load: ``--requests`` ~1 KiB POSTs over 64 keep-alive connections, closed loop, from CPU 1,
 given up after ``--deadline`` seconds in all (a proxy that stops answering is reported as
@@ -62,6 +64,8 @@ class Outcome:
     p99_ms: float | None = None
     max_ms: float | None = None
     dropped_metric: str = "absent"
+    dropped_before_load: str = "absent"
+    fill_requests: int = 0
     pipe_bytes_filled: int = 0
     pipe_bytes_queued: int | None = None
     stderr_bytes_read: int = 0
@@ -181,6 +185,22 @@ def dropped_metric(running: harness.Proxy) -> str:
     return "absent" if value is None else f"{value:g}"
 
 
+def fill_log_buffer(running: harness.Proxy, deadline: float) -> int:
+    """Send rounds of 2,000 requests until the proxy drops log lines (its buffer is full);
+    the requests sent. Nothing when it has no such counter, or stops answering."""
+    sent = 0
+    started = time.monotonic()
+    while time.monotonic() - started < deadline:
+        value = dropped_metric(running)
+        if value in ("absent", "no answer") or float(value) > 0:
+            break
+        result = asyncio.run(send_all(running.port, 2000, harness.CONNECTIONS, deadline))
+        sent += 2000
+        if result["frozen"]:
+            break
+    return sent
+
+
 def run(mode: str, directory: Path, requests: int, deadline: float, tree: Path) -> Outcome:
     name = f"{mode}-{time.monotonic_ns()}"
     queue = {"name": "default", "target": harness.DEAD_TARGET, "rate": 1}
@@ -195,6 +215,8 @@ def run(mode: str, directory: Path, requests: int, deadline: float, tree: Path) 
                 drain.stop()
                 outcome.pipe_bytes_filled = fill_pipe(write_end)
                 outcome.pipe_bytes_queued = queued(read_end)
+                outcome.fill_requests = fill_log_buffer(p, deadline)
+                outcome.dropped_before_load = dropped_metric(p)
             result = asyncio.run(send_all(p.port, requests, harness.CONNECTIONS, deadline))
             outcome.dropped_metric = dropped_metric(p)
             if mode == "stalled":
@@ -262,7 +284,9 @@ def main() -> None:
     stalled = outcomes[1]
     print(
         f"(stalled: this process wrote {stalled.pipe_bytes_filled} bytes into the pipe,"
-        f" {stalled.pipe_bytes_queued} were waiting in it when the load started)"
+        f" {stalled.pipe_bytes_queued} were waiting in it; {stalled.fill_requests} requests"
+        f" then filled the proxy's log buffer; lines dropped before the measured load:"
+        f" {stalled.dropped_before_load}, after it: {stalled.dropped_metric})"
     )
     print(json.dumps(report))
 
