@@ -12,7 +12,8 @@ pinned to CPU 0, or allowed CPUs 0 and 1):
    is stopped (SIGTERM);
 2. deliver: the proxy restarts on the same database with the queues pointed at
    bench/fast_backend.py (its own process, on CPU 1; the target path is ``/qN``, so the
-   backend counts per queue). After 2 s (the initial token-bucket bursts), over a window of
+   backend counts per queue). After 5 s (the initial token-bucket bursts, and any catching
+   up), over a window of
    ``--seconds``: deliveries/s per queue (the backend's counts), CPU µs per delivery of the
    proxy by thread (/proc/<pid>/task/*/stat), the backend's CPU per request and share of its
    core (its capacity is at least 1e6 / µs per request: that cost falls as load rises),
@@ -42,9 +43,10 @@ from bench.delivery_clients import run_child
 from bench.fast_backend import Backend, running
 from bench.loadgen import run_load
 
+NAME = "delivery_capacity"  # its file in bench/results
 QUEUES = 10
 RATE = 500
-SETTLE = 2.0
+SETTLE = 5.0  # seconds: the buckets start full, and startup may lag behind the rate
 
 
 def queues(target: str | None) -> list[dict[str, Any]]:
@@ -155,6 +157,11 @@ def main() -> None:
     parser.add_argument("--cpus", action="append", help="server CPUs (repeat); default 0 and 0,1")
     parser.add_argument("--quick", action="store_true", help="5 s of backlog, a 3 s window")
     parser.add_argument("--tree", type=Path, default=harness.ROOT, help="run the proxy from here")
+    parser.add_argument(
+        "--save",
+        action="store_true",
+        help="write bench/results/NAME.json, read by bench/report.py",
+    )
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.backlog_seconds = 3.0, 5.0
@@ -180,6 +187,8 @@ def main() -> None:
     print()
     print(table(report["modes"]))
     print(json.dumps(report))
+    if args.save:
+        print(f"saved {harness.save_result(NAME, report)}")
 
 
 def line(r: dict[str, Any]) -> str:

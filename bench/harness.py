@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import re
 import shutil
@@ -365,4 +366,16 @@ def write_config(
     for route in routes or []:
         lines += ["[[routes]]", *(f"{k} = {value(v)}" for k, v in route.items()), ""]
     path.write_text("\n".join(lines))
+    return path
+
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def save_result(name: str, report: dict[str, Any]) -> Path:
+    """Write a bench's JSON summary to bench/results/<name>.json (read by bench/report.py)."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    report = {"made": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **report}
+    path.write_text(json.dumps(report, indent=1) + "\n")
     return path

@@ -33,11 +33,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
+import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,7 @@ from bench.fast_backend import Backend, running
 from bench.ingest_local import bare, server
 from bench.loadgen import LoadResult, run_load
 
+NAME = "ingest_defaults"  # its file in bench/results
 WARMUP = 3000
 SETTLE = 0.5  # after the warm-up: the dispatcher is past its initial burst
 MODES = ("bare", "proxy", "proxy_delivering")
@@ -104,6 +108,35 @@ def measure_bare(requests: int) -> Run:
     )
 
 
+LOG_TO = "pipe"  # set by --log-to
+
+
+@contextlib.contextmanager
+def log_sink(path: Path, mode: str) -> Iterator[tuple[Any, Callable[[], int]]]:
+    """Where the proxy's stderr goes, and a function giving the bytes it wrote so far:
+    ``pipe``, a pipe read by a collector process on CPU 1 (as a container runtime or
+    journald reads it), or ``file``, a file on the database's disk."""
+    if mode == "file":
+        with path.open("ab") as stderr:
+            yield stderr, lambda: path.stat().st_size
+        return
+    # A thread of this process would take the load generator's time: a separate reader is
+    # a real collector. It keeps the lines in memory (/dev/shm), as one shipping them over
+    # the network would, so the bytes can be counted without touching the disk.
+    kept = Path("/dev/shm") / path.name
+    read_end, write_end = os.pipe()
+    collector = subprocess.Popen(
+        ["taskset", "-c", "1", "dd", f"of={kept}", "bs=64k", "status=none"], stdin=read_end
+    )
+    os.close(read_end)
+    try:
+        with os.fdopen(write_end, "wb") as stderr:
+            yield stderr, lambda: kept.stat().st_size if kept.exists() else 0
+    finally:
+        collector.wait(timeout=30)
+        kept.unlink(missing_ok=True)
+
+
 def measure_proxy(
     mode: str,
     directory: Path,
@@ -127,7 +160,7 @@ def measure_proxy(
         queue = idle
     config = harness.write_config(directory / f"{name}.toml", db, [queue])
     with (
-        log.open("ab") as stderr,
+        log_sink(log, LOG_TO) as (stderr, log_size),
         harness.proxy(config, tree=tree, extra=extra, stderr=stderr) as p,
     ):
         check(load(p.port, WARMUP), WARMUP)
@@ -137,11 +170,11 @@ def measure_proxy(
         depth = "ingest_proxy_queue_depth"
         backlog_before = harness.metric_sum(p.metrics(), depth, queue="default")
         delivered_before = backend.requests() if backend else 0
-        log_before = log.stat().st_size
+        log_before = log_size()
         with harness.cpu_window(p.pid, names) as window:
             result = load(p.port, requests)
         delivered = (backend.requests() - delivered_before) if backend else None
-        log_bytes = log.stat().st_size - log_before
+        log_bytes = log_size() - log_before
         check(result, requests)
         backlog_after = harness.metric_sum(p.metrics(), depth, queue="default")
     return Run(
@@ -166,7 +199,20 @@ def main() -> None:
     parser.add_argument("--no-extras", action="store_true", help="skip the logging-off rows")
     parser.add_argument("--quick", action="store_true", help="1 round of 5,000 requests")
     parser.add_argument("--tree", type=Path, default=harness.ROOT, help="run the proxy from here")
+    parser.add_argument(
+        "--log-to",
+        choices=["pipe", "file"],
+        default="pipe",
+        help="the proxy's stderr: a pipe read by a collector (default) or a file on its disk",
+    )
+    parser.add_argument(
+        "--save",
+        action="store_true",
+        help="write bench/results/NAME.json, read by bench/report.py",
+    )
     args = parser.parse_args()
+    global LOG_TO
+    LOG_TO = args.log_to
     if args.quick:
         args.rounds, args.requests, args.prefill = 1, 5000, 5000
     os.sched_setaffinity(0, {1})
@@ -223,6 +269,8 @@ def main() -> None:
     print()
     print(table(report["modes"]))
     print(json.dumps(report))
+    if args.save:
+        print(f"saved {harness.save_result(NAME, report)}")
 
 
 def summarize(runs: list[Run], ratios: list[float] | None) -> dict[str, Any]:

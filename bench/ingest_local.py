@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 import uvicorn
@@ -70,12 +71,15 @@ def server(
     env: dict[str, str] | None = None,
     *,
     ready_url: str | None = None,
+    stderr: IO[bytes] | None = None,
 ) -> Iterator[int]:
     """Run ``command`` on CPU 0 until it answers on ``port`` (or ``ready_url`` answers
-    2xx); yield its pid."""
+    2xx); yield its pid. ``stderr``: where its log goes (this process's stderr if omitted)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_PROXY_")}
     full_env.update(env or {})
-    process = subprocess.Popen(["taskset", "-c", "0", *command], cwd=ROOT, env=full_env)
+    process = subprocess.Popen(
+        ["taskset", "-c", "0", *command], cwd=ROOT, env=full_env, stderr=stderr
+    )
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while True:

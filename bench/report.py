@@ -32,6 +32,7 @@ from pathlib import Path
 
 import httpx
 
+from bench import goals
 from bench.ingest_local import server
 from bench.loadgen import LoadResult, run_load
 from tests.support.backend import RecordingBackend, run_backend
@@ -75,15 +76,19 @@ class Spike:
 
 @contextlib.contextmanager
 def process(command: list[str], ready_url: str) -> Iterator[int]:
-    """Run ``command`` on CPU 0 until ``ready_url`` answers 2xx; yield its pid."""
-    with server(command, 0, ready_url=ready_url) as pid:
+    """Run ``command`` on CPU 0 until ``ready_url`` answers 2xx; yield its pid. Its stderr
+    (the proxy's access log, at its defaults) goes to a file, as a log collector takes it."""
+    with (
+        tempfile.TemporaryFile(prefix="bench-report-log-") as log,
+        server(command, 0, ready_url=ready_url, stderr=log) as pid,
+    ):
         yield pid
 
 
 def proxy_command(config: Path, port: int, admin_port: int) -> list[str]:
     return [
         sys.executable, "-m", "proxy", "serve", "--config", str(config),
-        "--port", str(port), "--admin-port", str(admin_port), "--log-level", "warning",
+        "--port", str(port), "--admin-port", str(admin_port),
     ]  # fmt: skip
 
 
@@ -92,8 +97,7 @@ def write_config(directory: Path, target: str, rate: float, concurrency: int) ->
     config.write_text(
         f'[[queues]]\nname = "spike"\ntarget = "{target}"\nrate = {rate}\n'
         f"concurrency = {concurrency}\nmax_backlog_tasks = 5000000\n"
-        f'[local]\ndb = "{directory / "bench.db"}"\nsynchronous = "FULL"\n'
-        '[server]\naccess_log = false\nlog_level = "warning"\n'
+        f'[local]\ndb = "{directory / "bench.db"}"\n'
     )
     return config
 
@@ -377,7 +381,8 @@ measured in the same run, since this machine is shared and noisy.
 Open loop: latency is measured from the moment each request was due, so queueing inside
 a saturated server shows (no coordinated omission). Where the proxy's achieved rate falls
 below the offered rate, it is past its capacity and latency grows without bound.
-"""
+
+{goals.sections()}"""
     path = OUT / "REPORT.md"
     path.write_text(text)
     return path
@@ -389,7 +394,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller runs, for trying it out")
     parser.add_argument("--spike", type=int, default=2000, help="requests in the spike")
     parser.add_argument("--rate", type=float, default=50.0, help="configured delivery rate")
+    parser.add_argument(
+        "--run-benches",
+        action="store_true",
+        help="first run ingest_defaults, delivery_capacity and stalled_stderr (~20 min);"
+        " otherwise their last saved results (bench/results/) are reported",
+    )
     args = parser.parse_args()
+    if args.run_benches:
+        goals.run_all()
     os.sched_setaffinity(0, {1})
     spike_size = 300 if args.quick else args.spike
     spike = run_spike(spike_size, args.rate, concurrency=8)

@@ -44,6 +44,7 @@ from typing import Any
 from bench import harness
 from bench.loadgen import _read_response, _request_bytes
 
+NAME = "stalled_stderr"  # its file in bench/results
 DROPPED = "ingest_proxy_log_lines_dropped_total"
 CHUNK = 4096
 
@@ -253,6 +254,11 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=60.0, help="give up after (s)")
     parser.add_argument("--quick", action="store_true", help="a 15 s deadline")
     parser.add_argument("--tree", type=Path, default=harness.ROOT, help="run the proxy from here")
+    parser.add_argument(
+        "--save",
+        action="store_true",
+        help="write bench/results/NAME.json, read by bench/report.py",
+    )
     args = parser.parse_args()
     if args.quick:
         args.deadline = 15.0
@@ -272,23 +278,35 @@ def main() -> None:
     report["load_average_after"] = harness.load_average()
     report["pressure_after"] = harness.pressure()
     report["runs"] = [asdict(o) for o in outcomes]
-    print(f"| stderr | 202 of sent | frozen | elapsed s | req/s | p50 ms | p99 ms | {DROPPED} |")
-    print("|---|---:|---|---:|---:|---:|---:|---|")
-    for o in outcomes:
-        answered = o.accepted_202 + sum(o.other_answers.values())
-        frozen = f"yes, after {answered} answers" if o.frozen else "no"
-        print(
-            f"| {o.mode} | {o.accepted_202} of {o.requests} | {frozen} | {o.elapsed_s}"
-            f" | {o.throughput_rps:.0f} | {o.p50_ms} | {o.p99_ms} | {o.dropped_metric} |"
-        )
-    stalled = outcomes[1]
-    print(
-        f"(stalled: this process wrote {stalled.pipe_bytes_filled} bytes into the pipe,"
-        f" {stalled.pipe_bytes_queued} were waiting in it; {stalled.fill_requests} requests"
-        f" then filled the proxy's log buffer; lines dropped before the measured load:"
-        f" {stalled.dropped_before_load}, after it: {stalled.dropped_metric})"
-    )
+    print(table(report["runs"]))
     print(json.dumps(report))
+    if args.save:
+        print(f"saved {harness.save_result(NAME, report)}")
+
+
+def table(runs: list[dict[str, Any]]) -> str:
+    """The runs as a Markdown table, and what the stalled run filled first."""
+    lines = [
+        f"| stderr | 202 of sent | frozen | elapsed s | req/s | p50 ms | p99 ms | {DROPPED} |",
+        "|---|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for o in runs:
+        answered = o["accepted_202"] + sum(o["other_answers"].values())
+        frozen = f"yes, after {answered} answers" if o["frozen"] else "no"
+        lines.append(
+            f"| {o['mode']} | {o['accepted_202']} of {o['requests']} | {frozen}"
+            f" | {o['elapsed_s']} | {o['throughput_rps']:.0f} | {o['p50_ms']} | {o['p99_ms']}"
+            f" | {o['dropped_metric']} |"
+        )
+    stalled = runs[-1]
+    lines.append("")
+    lines.append(
+        f"(stalled: the pipe was filled with {stalled['pipe_bytes_filled']} bytes, then"
+        f" {stalled.get('fill_requests', 0)} requests filled the proxy's log buffer; lines"
+        f" dropped before the measured load: {stalled.get('dropped_before_load', 'absent')},"
+        f" after it: {stalled['dropped_metric']})"
+    )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

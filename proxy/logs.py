@@ -15,6 +15,7 @@ import contextlib
 import json
 import json.encoder
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -57,6 +58,9 @@ def _make_encode() -> Callable[[dict[str, Any]], str]:
 
 
 _encode = _make_encode()
+_encode_value: Callable[[Any], str] = _encode  # any JSON value
+_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
+_RESERVED = frozenset({"ts", "level", "logger", "msg", "exc"})  # keys a field would replace
 _LEVEL_NAMES = {
     logging.CRITICAL: "critical",
     logging.ERROR: "error",
@@ -96,6 +100,26 @@ def json_line(
 ) -> str:
     """``{"ts": ..., "level": ..., "logger": ..., "msg": ..., <fields>}`` on one line, at
     ``second`` (since the epoch, UTC) and ``millis`` (0-999); ``exc`` a formatted traceback."""
+    if _RESERVED.isdisjoint(fields):
+        # The usual case, by hand: the same text as json.dumps of the dict below, at a
+        # third of its cost (this runs once per request and per delivery).
+        parts = [
+            '{"ts": "', _utc_stamp(second), f'.{millis:03d}Z", "level": ', _quote(level),
+            ', "logger": ', _quote(logger), ', "msg": ', _quote(msg),
+        ]  # fmt: skip
+        for key, value in fields.items():
+            parts += (", ", _quote(key) if type(key) is str else _encode_value(key), ": ")
+            kind = type(value)
+            if kind is str:
+                parts.append(_quote(value))
+            elif kind is int or (kind is float and math.isfinite(value)):
+                parts.append(repr(value))
+            else:
+                parts.append(_encode_value(value))
+        if exc:
+            parts += (', "exc": ', _quote(exc))
+        parts.append("}")
+        return "".join(parts)
     entry: dict[str, Any] = {
         "ts": f"{_utc_stamp(second)}.{millis:03d}Z",
         "level": level,

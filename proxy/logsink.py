@@ -24,7 +24,7 @@ import time
 
 MAX_LINES = 10_000  # lines buffered at most (about 3 MB of access-log lines), then dropped
 CHUNK_CHARS = 64 * 1024  # characters handed to one os.write at most
-LINGER = 0.002  # seconds the writer waits after a write for more lines to gather
+LINGER = 0.05  # seconds the writer waits after a write for more lines to gather
 IDLE_WAIT = 1.0  # seconds the writer sleeps at most before looking at the buffer again
 EXIT_FLUSH = 2.0  # seconds the process waits at exit for buffered lines to be written
 _GONE = (errno.EPIPE, errno.EBADF)  # the reader is gone for good: stop trying

@@ -12,6 +12,8 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.logs import (
     JsonFormatter,
@@ -213,3 +215,42 @@ def test_stderr_replaced_in_process_is_written_directly(
         root.setLevel(saved[1])
     entry = json.loads(capsys.readouterr().err)
     assert (entry["msg"], entry["queue"]) == ("request", "q")
+
+
+_VALUES = st.one_of(
+    st.text(),
+    st.integers(),
+    st.floats(),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+@given(
+    fields=st.dictionaries(
+        st.one_of(st.text(max_size=8), st.sampled_from(["ts", "level", "logger", "msg", "exc"])),
+        _VALUES,
+        max_size=8,
+    ),
+    exc=st.one_of(st.none(), st.text(min_size=1)),
+    millis=st.integers(min_value=0, max_value=999),
+)
+def test_json_line_is_what_json_dumps_writes(
+    fields: dict[str, object], exc: str | None, millis: int
+) -> None:
+    """The hand-built JSON line is character for character json.dumps of the entry, for
+    any field names and values (escapes, non-finite floats, nested values, and names
+    that collide with ts/level/logger/msg/exc)."""
+    entry: dict[str, object] = {
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(1_764_633_600)) + f".{millis:03d}Z",
+        "level": "info",
+        "logger": "ingest_proxy.ingress",
+        "msg": 're"quest',
+    }
+    entry.update(fields)
+    if exc:
+        entry["exc"] = exc
+    line = json_line(1_764_633_600, millis, "info", "ingest_proxy.ingress", 're"quest', fields, exc)
+    assert line == json.dumps(entry, default=str)
