@@ -46,6 +46,7 @@ from bench.loadgen import run_load
 NAME = "delivery_capacity"  # its file in bench/results
 QUEUES = 10
 RATE = 500
+DELIVERY_PROCESSES = -1  # --delivery-processes; -1: the proxy's default
 SETTLE = 5.0  # seconds: the buckets start full, and startup may lag behind the rate
 
 
@@ -101,7 +102,11 @@ def measure(
         directory / f"deliver-{tag}.toml", db, queues(backend.url), ROUTES
     )
     log_path = directory / f"deliver-{tag}.log"
-    with log_path.open("wb") as log, harness.proxy(config, cpus=cpus, tree=tree, stderr=log) as p:
+    extra = ("--delivery-processes", str(DELIVERY_PROCESSES)) if DELIVERY_PROCESSES >= 0 else ()
+    with (
+        log_path.open("wb") as log,
+        harness.proxy(config, cpus=cpus, tree=tree, stderr=log, extra=extra) as p,
+    ):
         time.sleep(SETTLE)
         names = harness.thread_names(p.pid)
         before = backend.stats()["by_prefix"]
@@ -162,7 +167,15 @@ def main() -> None:
         action="store_true",
         help="write bench/results/NAME.json, read by bench/report.py",
     )
+    parser.add_argument(
+        "--delivery-processes",
+        type=int,
+        default=-1,
+        help="pass this to the proxy (0: deliver from its event loop); default: its default",
+    )
     args = parser.parse_args()
+    global DELIVERY_PROCESSES
+    DELIVERY_PROCESSES = args.delivery_processes
     if args.quick:
         args.seconds, args.backlog_seconds = 3.0, 5.0
     modes = args.cpus or ["0", "0,1"]
@@ -171,6 +184,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "queues": QUEUES,
         "rate_per_queue": RATE,
+        "delivery_processes": "default" if DELIVERY_PROCESSES < 0 else DELIVERY_PROCESSES,
         "tree": str(args.tree),
         "python": sys.version.split()[0],
         "load_average_before": harness.load_average(),

@@ -4,11 +4,9 @@ its 202 (issue 13: the whole proxy used to freeze after about 200 requests)."""
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +15,9 @@ import httpx
 import pytest
 
 from proxy.logsink import MAX_LINES
-from tests.support.servers import free_port, wait_for
+from tests.faults.common import proxy_process
+from tests.support.servers import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 30.0  # seconds for any one wait
 CONNECTIONS = 8  # keep-alive connections sending at once (the commits group their tasks)
 BATCH = 16  # requests pipelined on a connection before reading their answers
@@ -32,36 +30,19 @@ def stalled_proxy(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str
     """``ingest-proxy serve`` (embedded engine, access log on at level info, delivery to a
     closed port) with its stderr a pipe this test never reads. Yields the process, the
     admin base URL and the ingress port; kills the process by its PID at the end."""
-    port, admin = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_PROXY_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--admin-port", str(admin),
-         "--target", f"http://127.0.0.1:{free_port()}", "--rate", "1", "--log-level", "info",
-         "--log-format", "json", "--shutdown-grace", "1", "--db", str(tmp_path / "tasks.db")],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
+    with proxy_process(
+        "--target", f"http://127.0.0.1:{free_port()}", "--rate", "1", "--log-level", "info",
+        "--log-format", "json", "--shutdown-grace", "1", "--db", str(tmp_path / "tasks.db"),
         stderr=subprocess.PIPE,  # never read
-    )  # fmt: skip
-    admin_url = f"http://127.0.0.1:{admin}"
-
-    def ready() -> bool:
-        assert process.poll() is None, "the proxy exited during start-up"
+    ) as (process, url, admin_url):  # fmt: skip
         try:
-            return httpx.get(admin_url + "/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(ready, TIMEOUT, interval=0.1, message="the proxy did not become ready")
-        yield process, admin_url, port
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=TIMEOUT)
-        assert process.stderr is not None
-        process.stderr.close()
+            yield process, admin_url, int(url.rsplit(":", 1)[1])
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=TIMEOUT)
+            assert process.stderr is not None
+            process.stderr.close()
 
 
 def _send(host: str, port: int, count: int) -> list[int]:

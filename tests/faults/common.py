@@ -52,9 +52,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager
-def proxy_process(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
-    """``python -m proxy serve ARGS`` on free ports of 127.0.0.1, ready (``/readyz`` 200);
-    yields the process and its ingress and admin base URLs; kills it on exit."""
+def proxy_process(
+    *args: str, stderr: int | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
+    """``python -m proxy serve ARGS`` (log level warning unless ARGS say otherwise) on free
+    ports of 127.0.0.1, ready (``/readyz`` 200); yields the process and its ingress and
+    admin base URLs; kills it on exit. ``stderr``: as for ``subprocess.Popen``."""
     port, admin = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_PROXY_")}
     process = subprocess.Popen(
@@ -62,6 +65,7 @@ def proxy_process(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], str, st
          str(admin), "--log-level", "warning", *args],
         cwd=ROOT,
         env=env,
+        stderr=stderr,
     )  # fmt: skip
     url, admin_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
 
