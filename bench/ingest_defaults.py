@@ -109,6 +109,7 @@ def measure_bare(requests: int) -> Run:
 
 
 LOG_TO = "pipe"  # set by --log-to
+DELIVERY_PROCESSES = -1  # set by --delivery-processes; -1: the proxy's default
 
 
 @contextlib.contextmanager
@@ -149,7 +150,9 @@ def measure_proxy(
     name = f"{mode}-{time.monotonic_ns()}"
     db = directory / f"{name}.db"
     log = directory / f"{name}.log"
-    extra = ("--log-level", "warning") if quiet else ()
+    extra: tuple[str, ...] = ("--log-level", "warning") if quiet else ()
+    if DELIVERY_PROCESSES >= 0:
+        extra = (*extra, "--delivery-processes", str(DELIVERY_PROCESSES))
     idle = {"name": "default", "target": harness.DEAD_TARGET, "rate": 1}
     if backend:
         fill = harness.write_config(directory / f"{name}-fill.toml", db, [idle])
@@ -200,6 +203,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 round of 5,000 requests")
     parser.add_argument("--tree", type=Path, default=harness.ROOT, help="run the proxy from here")
     parser.add_argument(
+        "--delivery-processes",
+        type=int,
+        default=-1,
+        help="pass this to the proxy (0: deliver from its event loop); default: its default",
+    )
+    parser.add_argument(
         "--log-to",
         choices=["pipe", "file"],
         default="pipe",
@@ -211,8 +220,9 @@ def main() -> None:
         help="write bench/results/NAME.json, read by bench/report.py",
     )
     args = parser.parse_args()
-    global LOG_TO
+    global LOG_TO, DELIVERY_PROCESSES
     LOG_TO = args.log_to
+    DELIVERY_PROCESSES = args.delivery_processes
     if args.quick:
         args.rounds, args.requests, args.prefill = 1, 5000, 5000
     os.sched_setaffinity(0, {1})
@@ -224,6 +234,8 @@ def main() -> None:
         "rounds": args.rounds,
         "connections": harness.CONNECTIONS,
         "tree": str(args.tree),
+        "log_to": args.log_to,
+        "delivery_processes": "default" if args.delivery_processes < 0 else args.delivery_processes,
         "load_average_before": harness.load_average(),
         "pressure_before": harness.pressure(),
     }
