@@ -174,7 +174,7 @@ class DeliveryWorker:
     ) -> Outcome:
         """One attempt of ``request`` on the pool of queue index ``queue``; ``deadline`` in
         seconds, ``now`` Unix seconds. Cancelling it cancels the request in the process."""
-        if self._link is None:
+        while self._link is None:  # starting again after a crash (or closed)
             if self._closing or self._ready is None:
                 return Outcome(None, "error", "the delivery process is not running")
             await self._ready.wait()
