@@ -89,7 +89,7 @@ async def send(
         # A stored task that can never be sent: a failed attempt, so retries and the
         # dead-letter table deal with it instead of it cycling unseen.
         return Outcome(None, "error", f"cannot build the request: {problem}")
-    task = asyncio.current_task()
+    task = asyncio.current_task(timer.loop())  # with the loop: no getpid() system call
     assert task is not None, "send() runs in a task"
     timer.start(task, deadline)
     try:

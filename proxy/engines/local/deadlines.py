@@ -27,6 +27,15 @@ class DeadlineTimer:
         self._expired: set[asyncio.Task[object]] = set()
         self._handle: asyncio.TimerHandle | None = None
         self._when = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running event loop, asked for once (``asyncio.get_running_loop()`` makes a
+        system call); a timer serves one loop at a time."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def start(self, task: asyncio.Task[object], seconds: float) -> None:
         """Cancel ``task`` if it is still registered ``seconds`` from now."""

@@ -45,7 +45,8 @@ class _Link(asyncio.Protocol):
         self.sessions: list[aiohttp.ClientSession] = []
         self.timers: list[DeadlineTimer] = []
         self.attempts: dict[int, asyncio.Task[None]] = {}
-        self.closed = asyncio.get_running_loop().create_future()
+        self.loop = asyncio.get_running_loop()  # asking for it costs a system call
+        self.closed = self.loop.create_future()
         self._out: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -69,7 +70,7 @@ class _Link(asyncio.Protocol):
         if kind == wire.SEND:
             _, ident, queue, method, url, headers, body, deadline, now = message
             request = OutgoingRequest(method, url, headers, body)
-            self.attempts[ident] = asyncio.create_task(
+            self.attempts[ident] = self.loop.create_task(
                 self._attempt(ident, queue, request, deadline, now)
             )
         elif kind == wire.CANCEL:
@@ -102,7 +103,7 @@ class _Link(asyncio.Protocol):
     def _send(self, message: tuple[Any, ...]) -> None:
         # Outcomes finished in one loop iteration leave in one write (one system call).
         if not self._out:
-            asyncio.get_running_loop().call_soon(self._flush)
+            self.loop.call_soon(self._flush)
         self._out.append(wire.frame(message))
 
     def _flush(self) -> None:

@@ -141,13 +141,19 @@ class Dispatcher:
         # the next sleep, or a task enqueued meanwhile waits for the next due time.
         self._idle = True
         lease = await self.store.lease(
-            self.queue.name, now, limit, now + self.queue.dispatch_deadline + LEASE_MARGIN
+            self.queue.name,
+            now,
+            limit,
+            now + self.queue.dispatch_deadline + LEASE_MARGIN,
+            loop=self._loop,
         )
         for task in lease.tasks:
             if task.seq in self.in_flight:
                 continue  # its lease ran out while the attempt is still going
             self.bucket.try_take(self.clock.monotonic())
-            self.in_flight[task.seq] = asyncio.create_task(self._deliver(task))
+            # loop.create_task: asyncio.create_task asks for the running loop, a getpid()
+            # system call each time.
+            self.in_flight[task.seq] = self._loop.create_task(self._deliver(task))
         if len(lease.tasks) < limit:
             self._idle = True
             if lease.next_due is None:
@@ -241,7 +247,7 @@ class Dispatcher:
         self._dispatches[outcome.kind].inc()
         attempts = task.attempts + 1
         if outcome.success:
-            if await self.store.complete(task):
+            if await self.store.complete(task, loop=self._loop):
                 self.on_done(task.size, False)
             self._task_attempts.observe(attempts)
             self._log(task, outcome, attempts, latency, "done")

@@ -224,10 +224,16 @@ class Store:
     # ------------------------------------------------------------ dispatch side
 
     def lease(
-        self, queue: str, now: float, limit: int, lease_until: float
+        self,
+        queue: str,
+        now: float,
+        limit: int,
+        lease_until: float,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> asyncio.Future[Lease]:
         """Take up to ``limit`` tasks of ``queue`` due at ``now``, oldest ETA first, until
-        ``lease_until``; await a :class:`Lease`."""
+        ``lease_until``; await a :class:`Lease`. ``loop``: the running loop, if known."""
 
         def run(conn: sqlite3.Connection) -> Lease:
             rows = conn.execute(_LEASE, (queue, now, limit)).fetchall()
@@ -244,13 +250,15 @@ class Store:
                 next_due = found[0] if found else None
             return Lease([leased_task(row) for row in rows], next_due)
 
-        return self.writer.submit(run)
+        return self.writer.submit(run, loop=loop)
 
-    def complete(self, task: LeasedTask) -> asyncio.Future[bool]:
+    def complete(
+        self, task: LeasedTask, *, loop: asyncio.AbstractEventLoop | None = None
+    ) -> asyncio.Future[bool]:
         """Delete a task whose attempt succeeded; await whether it was still there (an
         operator may have deleted or purged it meanwhile). The completions of one batch
-        are one statement and one counter update per queue."""
-        return self.writer.submit_grouped(self._complete, task, durable=False)
+        are one statement and one counter update per queue. ``loop``: the running loop."""
+        return self.writer.submit_grouped(self._complete, task, durable=False, loop=loop)
 
     @staticmethod
     def _complete(conn: sqlite3.Connection, tasks: list[LeasedTask]) -> list[Any]:

@@ -143,9 +143,11 @@ class Writer:
         fn: Callable[[sqlite3.Connection], T],
         *,
         durable: bool = False,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> asyncio.Future[T]:
-        """Run ``fn(connection)`` in the next batch; the future resolves after the commit."""
-        return self._put(None, fn, None, durable)
+        """Run ``fn(connection)`` in the next batch; the future resolves after the commit.
+        ``loop``: the running loop, when the caller knows it (see :meth:`submit_grouped`)."""
+        return self._put(None, fn, None, durable, loop)
 
     def submit_grouped(
         self,
