@@ -5,7 +5,7 @@ delivering at 500/s, in one run.
                                               [--tree PATH]
 
 ``python -m proxy serve`` runs at its defaults (log level ``info``, access log on, JSON
-lines on stderr, which goes to a file here; ``synchronous = "FULL"``): the TOML config has
+lines on stderr, which goes to a file in /dev/shm here (see --log-to); ``synchronous = "FULL"``): the TOML config has
 only the database path and the queue. The server under test is pinned to CPU 0, this load
 generator (bench/loadgen.py, 64 keep-alive connections, ~1 KiB JSON POSTs, closed loop,
 3,000 requests of warm-up then ``--requests`` measured) and the fast backend
@@ -108,22 +108,30 @@ def measure_bare(requests: int) -> Run:
     )
 
 
-LOG_TO = "pipe"  # set by --log-to
+LOG_TO = "memory"  # set by --log-to
 DELIVERY_PROCESSES = -1  # set by --delivery-processes; -1: the proxy's default
 
 
 @contextlib.contextmanager
 def log_sink(path: Path, mode: str) -> Iterator[tuple[Any, Callable[[], int]]]:
     """Where the proxy's stderr goes, and a function giving the bytes it wrote so far:
-    ``pipe``, a pipe read by a collector process on CPU 1 (as a container runtime or
-    journald reads it), or ``file``, a file on the database's disk."""
-    if mode == "file":
-        with path.open("ab") as stderr:
-            yield stderr, lambda: path.stat().st_size
+
+    - ``memory`` (default): a file in /dev/shm, a destination that always keeps up, costs
+      the proxy its writes and nobody else anything (no disk shared with the database, no
+      reader process taking the load generator's CPU);
+    - ``pipe``: a pipe read by a collector process on CPU 1, as a container runtime reads
+      it (that reader competes with the load generator for CPU 1, in the proxy's rows only);
+    - ``file``: a file beside the database, on the same disk.
+    """
+    if mode in ("file", "memory"):
+        target = path if mode == "file" else Path("/dev/shm") / path.name
+        try:
+            with target.open("ab") as stderr:
+                yield stderr, lambda: target.stat().st_size
+        finally:
+            if mode == "memory":
+                target.unlink(missing_ok=True)
         return
-    # A thread of this process would take the load generator's time: a separate reader is
-    # a real collector. It keeps the lines in memory (/dev/shm), as one shipping them over
-    # the network would, so the bytes can be counted without touching the disk.
     kept = Path("/dev/shm") / path.name
     read_end, write_end = os.pipe()
     collector = subprocess.Popen(
@@ -210,9 +218,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--log-to",
-        choices=["pipe", "file"],
-        default="pipe",
-        help="the proxy's stderr: a pipe read by a collector (default) or a file on its disk",
+        choices=["memory", "pipe", "file"],
+        default="memory",
+        help="the proxy's stderr: a file in /dev/shm (default), a pipe read by a collector"
+        " process on CPU 1, or a file on the database's disk",
     )
     parser.add_argument(
         "--save",
