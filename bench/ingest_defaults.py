@@ -5,10 +5,11 @@ delivering at 500/s, in one run.
                                               [--tree PATH]
 
 ``python -m proxy serve`` runs at its defaults (log level ``info``, access log on, JSON
-lines on stderr, which goes to a file in /dev/shm here (see --log-to); ``synchronous = "FULL"``): the TOML config has
-only the database path and the queue. The server under test is pinned to CPU 0, this load
-generator (bench/loadgen.py, 64 keep-alive connections, ~1 KiB JSON POSTs, closed loop,
-3,000 requests of warm-up then ``--requests`` measured) and the fast backend
+lines on stderr, which goes to a file in /dev/shm here, see ``--log-to``;
+``synchronous = "FULL"``): the TOML config has only the database path and the queue.
+The server under test is pinned to CPU 0, this load generator (bench/loadgen.py, 64
+keep-alive connections, ~1 KiB JSON POSTs, closed loop, 3,000 requests of warm-up then
+``--requests`` measured) and the fast backend
 (bench/fast_backend.py) to CPU 1. Per round, one after the other:
 
 - ``bare``: bench/bare_app.py (202 and nothing else);
