@@ -83,6 +83,7 @@ class _Link(asyncio.Protocol):
             tls = tls_context()
             self.sessions = [delivery_session(size, tls) for size in concurrencies]
             self.timers = [DeadlineTimer() for _ in concurrencies]
+            self._send((wire.READY,))
 
     async def _attempt(
         self, ident: int, queue: int, request: OutgoingRequest, deadline: float, now: float

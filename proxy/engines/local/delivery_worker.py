@@ -28,6 +28,7 @@ from proxy.errors import EngineUnavailableError
 logger = logging.getLogger("ingest_proxy.local")
 
 RESTART_INTERVAL = 1.0  # seconds between starts of a process that keeps dying
+READY_TIMEOUT = 60.0  # seconds a new process has to say it is ready
 STOP_TIMEOUT = 5.0  # seconds a process gets to exit after its socket closed
 LOST = "the delivery process stopped before answering"
 
@@ -39,13 +40,19 @@ class _Link(asyncio.Protocol):
         self.worker = worker
         self.reader = wire.FrameReader()
         self.transport: asyncio.Transport | None = None
+        self.ready = asyncio.get_running_loop().create_future()  # READY came, or it died
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         try:
-            for ident, status, kind, error, retry_after in self.reader.feed(data):
+            for message in self.reader.feed(data):
+                if message == (wire.READY,):
+                    if not self.ready.done():
+                        self.ready.set_result(None)
+                    continue
+                ident, status, kind, error, retry_after = message
                 self.worker._resolve(ident, Outcome(status, kind, error, retry_after))
         except (ValueError, TypeError) as exc:
             logger.error("the delivery process sent a broken frame (%s): restarting it", exc)
@@ -53,6 +60,8 @@ class _Link(asyncio.Protocol):
             self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(OSError("the delivery process stopped while starting"))
         self.worker._lost(self)
 
 
@@ -97,6 +106,14 @@ class DeliveryWorker:
         config = (wire.CONFIG, self.pools, self.log_level, self.log_format)
         assert link.transport is not None
         link.transport.write(wire.frame(config))
+        # No attempt goes out before the process said it is ready: requests queued while
+        # it starts would all leave at once when it is, faster than the queue's rate.
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                await link.ready
+        except TimeoutError:
+            link.transport.abort()
+            raise OSError(f"the delivery process was not ready within {READY_TIMEOUT:g}s") from None
         self._ready.set()
 
     def _start_process(self) -> socket.socket:
@@ -135,8 +152,8 @@ class DeliveryWorker:
             return
         self._link = None
         self._fail_pending()
-        if self._closing:
-            return
+        if self._closing or not link.ready.done() or link.ready.exception() is not None:
+            return  # closing, or still starting: _spawn's caller decides what comes next
         code = self._process.poll() if self._process is not None else None
         logger.warning("the delivery process stopped (exit status %s): starting another", code)
         assert self._ready is not None
@@ -174,10 +191,10 @@ class DeliveryWorker:
     ) -> Outcome:
         """One attempt of ``request`` on the pool of queue index ``queue``; ``deadline`` in
         seconds, ``now`` Unix seconds. Cancelling it cancels the request in the process."""
-        while self._link is None:  # starting again after a crash (or closed)
-            if self._closing or self._ready is None:
+        while self._link is None or self._ready is None or not self._ready.is_set():
+            if self._closing or self._ready is None:  # closed, or never started
                 return Outcome(None, "error", "the delivery process is not running")
-            await self._ready.wait()
+            await self._ready.wait()  # (re)starting
         self._next_id += 1
         ident = self._next_id
         assert self._loop is not None

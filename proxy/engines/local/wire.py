@@ -8,6 +8,7 @@ numbers). The messages:
   connection pool per queue index;
 - engine -> process: ``(SEND, id, queue, method, url, headers, body, deadline, now)`` and
   ``(CANCEL, id)``;
+- process -> engine, first: ``(READY,)`` once its pools exist;
 - process -> engine: ``(id, status, kind, error, retry_after)``, an
   :class:`~proxy.engines.local.attempt.Outcome` (``status`` and ``retry_after`` may be
   ``None``).
@@ -20,7 +21,7 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
-CONFIG, SEND, CANCEL = 0, 1, 2
+CONFIG, SEND, CANCEL, READY = 0, 1, 2, 3
 _LENGTH = struct.Struct("<I")
 MAX_FRAME = 64 * 1024 * 1024  # bytes; a task is at most a few MiB
 
