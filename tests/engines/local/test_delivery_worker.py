@@ -11,6 +11,7 @@ import pytest
 
 from proxy.engines.delivery import OutgoingRequest
 from proxy.engines.local.delivery_worker import LOST, DeliveryWorker
+from proxy.errors import EngineUnavailableError
 from tests.support.loop_backend import Reply, Seen, loop_backend
 
 pytestmark = pytest.mark.anyio
@@ -129,5 +130,17 @@ async def test_closing_stops_the_process() -> None:
     assert process is not None
     await worker.aclose()
     assert process.poll() is not None
+    outcome = await worker.send(0, post("http://127.0.0.1:9/"), deadline=20, now=0)
+    assert (outcome.status, outcome.kind) == (None, "error")
+
+
+async def test_a_process_that_dies_while_starting_fails_the_start() -> None:
+    """No attempt is handed to a process before it says it is ready; one that stops before
+    that (here: a log level it cannot use) makes start() fail at once instead of waiting."""
+    worker = DeliveryWorker([1], log_level="no-such-level")
+    with pytest.raises(EngineUnavailableError, match="stopped while starting"):
+        async with asyncio.timeout(WAIT):
+            await worker.start()
+    await worker.aclose()
     outcome = await worker.send(0, post("http://127.0.0.1:9/"), deadline=20, now=0)
     assert (outcome.status, outcome.kind) == (None, "error")
