@@ -129,8 +129,8 @@ def _unsendable(request: OutgoingRequest) -> str:
         return ""  # one check for all of them: the usual case (no tab either)
     for name, value in headers.items():
         if not (name.isascii() and _FIELD_OK(value)):
-            break
-    return f"header {name[:64]!r} has a value that cannot be sent"
+            return f"header {name[:64]!r} has a value that cannot be sent"
+    return ""  # a tab, which the one check above does not let through
 
 
 def _describe(exc: BaseException) -> str:

@@ -98,3 +98,12 @@ async def test_unsendable_request_is_a_failed_attempt() -> None:
             )
             assert (outcome.status, outcome.kind, outcome.success) == (None, "error", False)
             assert "cannot build" in outcome.error
+
+
+async def test_a_tab_in_a_header_value_is_sent() -> None:
+    """A tab is allowed inside a field value (RFC 9110 5.5): the request goes out as is."""
+    async with backend(lambda r: Reply(204)) as (url, session):
+        outcome = await send(
+            session, post(url, **{"x-name": "a\tb"}), deadline=5, now=0, timer=DeadlineTimer()
+        )
+    assert (outcome.status, outcome.kind) == (204, "2xx")
