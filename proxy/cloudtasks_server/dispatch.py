@@ -53,7 +53,7 @@ class TaskDispatcher(Dispatcher):
         if meta is None:
             return
         await self._begin(task, lease=True)
-        job = asyncio.create_task(self._send(task, meta, self.sender))
+        job = asyncio.create_task(self._send(task, meta))
         self.manual.add(job)
         job.add_done_callback(self.manual.discard)
 
@@ -70,12 +70,12 @@ class TaskDispatcher(Dispatcher):
         rows = await asyncio.to_thread(self.store.read, _META, (seq,))
         return (str(rows[0][0]), rows[0][1], float(rows[0][2])) if rows else None
 
-    async def _attempt(self, task: LeasedTask, sender: attempt.Sender) -> None:
+    async def _attempt(self, task: LeasedTask) -> None:
         meta = await self._meta(task.seq)
         if meta is None:  # deleted or purged since the lease
             return
         await self._begin(task, lease=False)
-        await self._send(task, meta, sender)
+        await self._send(task, meta)
 
     def _begin(self, task: LeasedTask, *, lease: bool) -> asyncio.Future[None]:
         now = self.clock.time()
@@ -115,14 +115,12 @@ class TaskDispatcher(Dispatcher):
             headers["authorization"] = "Bearer " + local_token(token, self.clock.time())
         return OutgoingRequest(envelope.method, url, headers, envelope.body)
 
-    async def _send(
-        self, task: LeasedTask, meta: tuple[str, str | None, float], sender: attempt.Sender
-    ) -> None:
+    async def _send(self, task: LeasedTask, meta: tuple[str, str | None, float]) -> None:
         url, token, deadline = meta
         request = self._request(task, url, token)
         started = self.clock.time()
         started_mono = self.clock.monotonic()
-        outcome = await sender.send(request, deadline=deadline, now=started)
+        outcome = await self.sender.send(request, deadline=deadline, now=started)
         latency = self.clock.monotonic() - started_mono
         self._delivery_seconds.observe(latency)
         self._dispatches[outcome.kind].inc()

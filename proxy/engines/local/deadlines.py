@@ -3,7 +3,7 @@
 ``asyncio.timeout`` arms a timer per attempt: about 10 µs on uvloop, a tenth of what the
 HTTP request itself costs. Attempts of one queue share their deadline, so one timer per
 queue, re-armed for the earliest attempt still running, does the same work: an attempt
-past its deadline has its task cancelled, and :meth:`DeadlineTimer.expired` tells that
+past its deadline has its task cancelled, and :meth:`DeadlineTimer.stop` tells that
 cancellation apart from any other (a shutdown).
 """
 

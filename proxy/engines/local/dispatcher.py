@@ -212,7 +212,7 @@ class Dispatcher:
 
     async def _deliver(self, task: LeasedTask) -> None:
         try:
-            await self._attempt(task, self.sender)
+            await self._attempt(task)
         except EngineError as exc:
             # The outcome could not be recorded: the lease runs out and the task is tried again.
             logger.warning(
@@ -225,7 +225,7 @@ class Dispatcher:
             self.in_flight.pop(task.seq, None)
             self._wake.set()
 
-    async def _attempt(self, task: LeasedTask, sender: attempt.Sender) -> None:
+    async def _attempt(self, task: LeasedTask) -> None:
         queue = self.queue
         request = build_request(queue, task.envelope)
         previous = task.last_status if task.attempts else None
@@ -241,7 +241,7 @@ class Dispatcher:
         )
         started = self.clock.time()
         started_mono = self.clock.monotonic()
-        outcome = await sender.send(request, deadline=queue.dispatch_deadline, now=started)
+        outcome = await self.sender.send(request, deadline=queue.dispatch_deadline, now=started)
         latency = self.clock.monotonic() - started_mono
         self._delivery_seconds.observe(latency)
         self._dispatches[outcome.kind].inc()
