@@ -25,12 +25,9 @@ import socket
 import sys
 from typing import Any, cast
 
-import aiohttp
-
 from proxy.engines.delivery import OutgoingRequest
 from proxy.engines.http_client import delivery_session, tls_context
 from proxy.engines.local import attempt, wire
-from proxy.engines.local.deadlines import DeadlineTimer
 from proxy.logs import configure_logging
 
 logger = logging.getLogger("ingest_proxy.delivery_process")
@@ -42,15 +39,15 @@ class _Link(asyncio.Protocol):
     def __init__(self) -> None:
         self.reader = wire.FrameReader()
         self.transport: asyncio.Transport | None = None
-        self.sessions: list[aiohttp.ClientSession] = []
-        self.timers: list[DeadlineTimer] = []
+        self.senders: list[attempt.SessionSender] = []  # one per queue index
         self.attempts: dict[int, asyncio.Task[None]] = {}
         self.loop = asyncio.get_running_loop()  # asking for it costs a system call
         self.closed = self.loop.create_future()
-        self._out: list[bytes] = []
+        self.writer = wire.FrameWriter(self.loop)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.writer.transport = self.transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
@@ -81,17 +78,16 @@ class _Link(asyncio.Protocol):
             _, concurrencies, level, fmt = message
             configure_logging(level, fmt)
             tls = tls_context()
-            self.sessions = [delivery_session(size, tls) for size in concurrencies]
-            self.timers = [DeadlineTimer() for _ in concurrencies]
-            self._send((wire.READY,))
+            self.senders = [
+                attempt.SessionSender(delivery_session(size, tls)) for size in concurrencies
+            ]
+            self.writer.put((wire.READY,))
 
     async def _attempt(
         self, ident: int, queue: int, request: OutgoingRequest, deadline: float, now: float
     ) -> None:
         try:
-            outcome = await attempt.send(
-                self.sessions[queue], request, deadline=deadline, now=now, timer=self.timers[queue]
-            )
+            outcome = await self.senders[queue].send(request, deadline=deadline, now=now)
         except asyncio.CancelledError:
             return  # the engine gave up on it (shutdown): it expects no answer
         except Exception as exc:  # a bug here must not leave the engine waiting
@@ -99,25 +95,14 @@ class _Link(asyncio.Protocol):
             outcome = attempt.Outcome(None, "error", f"delivery process: {type(exc).__name__}")
         finally:
             self.attempts.pop(ident, None)
-        self._send((ident, outcome.status, outcome.kind, outcome.error, outcome.retry_after))
-
-    def _send(self, message: tuple[Any, ...]) -> None:
-        # Outcomes finished in one loop iteration leave in one write (one system call).
-        if not self._out:
-            self.loop.call_soon(self._flush)
-        self._out.append(wire.frame(message))
-
-    def _flush(self) -> None:
-        out, self._out = self._out, []
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(out))
+        self.writer.put((ident, outcome.status, outcome.kind, outcome.error, outcome.retry_after))
 
     async def aclose(self) -> None:
         for task in list(self.attempts.values()):
             task.cancel()
         await asyncio.gather(*self.attempts.values(), return_exceptions=True)
-        for session in self.sessions:
-            await session.close()
+        for sender in self.senders:
+            await sender.session.close()
 
 
 async def serve(fd: int) -> None:

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, cast
+from typing import cast
 
 from proxy.engines.delivery import OutgoingRequest
 from proxy.engines.local import wire
@@ -76,7 +76,7 @@ class DeliveryWorker:
         self.log_format = log_format
         self._pending: dict[int, asyncio.Future[Outcome]] = {}
         self._next_id = 0
-        self._out: list[bytes] = []
+        self._writer: wire.FrameWriter | None = None  # to the current process
         self._link: _Link | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._ready: asyncio.Event | None = None
@@ -91,6 +91,7 @@ class DeliveryWorker:
         """Start the process; raise :class:`EngineUnavailableError` when it cannot run."""
         self._loop = asyncio.get_running_loop()
         self._ready = asyncio.Event()
+        self._writer = wire.FrameWriter(self._loop)
         try:
             await self._spawn()
         except OSError as exc:
@@ -103,9 +104,10 @@ class DeliveryWorker:
         ours = self._start_process()
         _, link = await self._loop.connect_accepted_socket(lambda: _Link(self), ours)
         self._link = link
-        config = (wire.CONFIG, self.pools, self.log_level, self.log_format)
         assert link.transport is not None
-        link.transport.write(wire.frame(config))
+        assert self._writer is not None
+        self._writer.transport = link.transport
+        self._writer.put((wire.CONFIG, self.pools, self.log_level, self.log_format))
         # No attempt goes out before the process said it is ready: requests queued while
         # it starts would all leave at once when it is, faster than the queue's rate.
         try:
@@ -140,7 +142,8 @@ class DeliveryWorker:
             self._restarting.cancel()
         link, self._link = self._link, None
         if link is not None and link.transport is not None:
-            self._flush()
+            if self._writer is not None:
+                self._writer.flush()  # the cancellations of a drain
             link.transport.close()
         self._fail_pending()
         process, self._process = self._process, None
@@ -175,7 +178,8 @@ class DeliveryWorker:
 
     def _fail_pending(self) -> None:
         pending, self._pending = self._pending, {}
-        self._out.clear()
+        if self._writer is not None:
+            self._writer.clear()
         for future in pending.values():
             if not future.done():
                 future.set_result(Outcome(None, "error", LOST))
@@ -198,37 +202,24 @@ class DeliveryWorker:
         self._next_id += 1
         ident = self._next_id
         assert self._loop is not None
+        assert self._writer is not None
         future: asyncio.Future[Outcome] = self._loop.create_future()
         self._pending[ident] = future
-        headers = request.headers
-        self._queue_frame(
-            (wire.SEND, ident, queue, request.method, request.url, headers, request.body,
-             deadline, now)
+        self._writer.put(
+            (wire.SEND, ident, queue, request.method, request.url, request.headers,
+             request.body, deadline, now)
         )  # fmt: skip
         try:
             return await future
         except asyncio.CancelledError:
             if self._pending.pop(ident, None) is not None:
-                self._queue_frame((wire.CANCEL, ident))
+                self._writer.put((wire.CANCEL, ident))
             raise
 
     def _resolve(self, ident: int, outcome: Outcome) -> None:
         future = self._pending.pop(ident, None)
         if future is not None and not future.done():
             future.set_result(outcome)
-
-    def _queue_frame(self, message: tuple[Any, ...]) -> None:
-        # Frames of one loop iteration leave in one write (one system call).
-        if not self._out:
-            assert self._loop is not None
-            self._loop.call_soon(self._flush)
-        self._out.append(wire.frame(message))
-
-    def _flush(self) -> None:
-        out, self._out = self._out, []
-        link = self._link
-        if out and link is not None and link.transport is not None:
-            link.transport.write(b"".join(out))
 
 
 class WorkerSender:

@@ -16,6 +16,7 @@ numbers). The messages:
 
 from __future__ import annotations
 
+import asyncio
 import marshal
 import struct
 from collections.abc import Iterator
@@ -58,3 +59,31 @@ class FrameReader:
                 raise ValueError("a frame that is not a message")
             yield message
         del buffer[:start]
+
+
+class FrameWriter:
+    """Frames for ``transport``: those queued in one event-loop iteration leave in one
+    write (one system call). Frames queued while ``transport`` is ``None`` or closing are
+    dropped at the flush."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.WriteTransport | None = None
+        self._out: list[bytes] = []
+
+    def put(self, message: tuple[Any, ...]) -> None:
+        """Queue ``message``; it is written at the end of this loop iteration."""
+        if not self._out:
+            self.loop.call_soon(self.flush)
+        self._out.append(frame(message))
+
+    def flush(self) -> None:
+        """Write what is queued now."""
+        out, self._out = self._out, []
+        transport = self.transport
+        if out and transport is not None and not transport.is_closing():
+            transport.write(b"".join(out))
+
+    def clear(self) -> None:
+        """Forget what is queued (its reader is gone)."""
+        self._out.clear()
