@@ -220,6 +220,9 @@ class SinkHandler(logging.Handler):
         """Nothing to do here: the sink flushes itself at exit, with a bounded wait."""
 
 
+# Loggers held at WARNING or above: httpx logs every request with its full URL, query
+# string included (deliveries no longer use it, but a program embedding the proxy may).
+_QUIETED = ("httpx", "httpcore")
 _handler: SinkHandler | None = None  # set by configure_logging
 _root = logging.getLogger()
 
@@ -282,9 +285,7 @@ def configure_logging(
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
-    # httpx logs every request with its full URL, query string included: the delivery log
-    # line says the same without it.
-    for name in ("httpx", "httpcore"):
+    for name in _QUIETED:
         logging.getLogger(name).setLevel(max(logging.WARNING, _root.level))
 
 
@@ -293,7 +294,7 @@ def logging_to(sink: Lines, level: str = "info", fmt: LogFormat = "json") -> Ite
     """:func:`configure_logging` to ``sink`` inside the block; afterwards the root logger's
     handlers and the levels it set are what they were (tests)."""
     global _handler
-    names = ("httpx", "httpcore")
+    names = _QUIETED
     saved = (list(_root.handlers), _root.level, [logging.getLogger(n).level for n in names])
     saved_handler = _handler
     try:
