@@ -44,6 +44,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
+from bench import harness
+
 ROOT = Path(__file__).resolve().parents[1]
 BODY = b'{"event": "click", "pad": "' + b"x" * 996 + b'"}'  # 1024 bytes
 HEADERS = {
@@ -438,24 +440,11 @@ FACTORIES: dict[str, Callable[[str, int], Awaitable[tuple[Send, Close]]]] = {
 # ------------------------------------------------------------------ one client process
 
 
-def thread_ticks(pid: int) -> tuple[int, int]:
+def main_and_other_ticks(pid: int) -> tuple[int, int]:
     """(main thread, other threads) user + system clock ticks of ``pid``."""
-    main = other = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            text = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-            fields = text.rsplit(")", 1)[1].split()
-            ticks = int(fields[11]) + int(fields[12])
-            if int(tid) == pid:
-                main += ticks
-            else:
-                other += ticks
-    return main, other
-
-
-def process_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
+    ticks = harness.thread_ticks(pid)
+    main = ticks.get(pid, 0)
+    return main, sum(ticks.values()) - main
 
 
 async def child_main(
@@ -488,10 +477,12 @@ async def child_main(
         await asyncio.sleep(WARMUP)
         pid = os.getpid()
         start_count, start = done, time.perf_counter()
-        start_ticks, start_backend = thread_ticks(pid), process_ticks(backend_pid)
+        start_ticks = main_and_other_ticks(pid)
+        start_backend = harness.process_ticks(backend_pid)
         await asyncio.wait(workers, timeout=seconds)  # early only when every worker stopped
         end_count, end = done, time.perf_counter()
-        end_ticks, end_backend = thread_ticks(pid), process_ticks(backend_pid)
+        end_ticks = main_and_other_ticks(pid)
+        end_backend = harness.process_ticks(backend_pid)
     finally:
         stop = True
         with contextlib.suppress(TimeoutError):
