@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import tempfile
@@ -46,7 +45,6 @@ from bench.loadgen import run_load
 NAME = "delivery_capacity"  # its file in bench/results
 QUEUES = 10
 RATE = 500
-DELIVERY_PROCESSES = -1  # --delivery-processes; -1: the proxy's default
 SETTLE = 5.0  # seconds: the buckets start full, and startup may lag behind the rate
 
 
@@ -83,8 +81,15 @@ async def fill(port: int, per_queue: int) -> list[int]:
 
 
 def measure(
-    cpus: str, directory: Path, backend: Backend, per_queue: int, seconds: float, tree: Path
+    cpus: str,
+    directory: Path,
+    backend: Backend,
+    per_queue: int,
+    seconds: float,
+    tree: Path,
+    extra: tuple[str, ...],
 ) -> dict[str, Any]:
+    """One CPU mode: fill the backlog, then deliver it; ``extra``: more ``serve`` flags."""
     tag = cpus.replace(",", "-")
     db = directory / f"capacity-{tag}.db"
     started = time.monotonic()
@@ -102,7 +107,6 @@ def measure(
         directory / f"deliver-{tag}.toml", db, queues(backend.url), ROUTES
     )
     log_path = directory / f"deliver-{tag}.log"
-    extra = ("--delivery-processes", str(DELIVERY_PROCESSES)) if DELIVERY_PROCESSES >= 0 else ()
     with (
         log_path.open("wb") as log,
         harness.proxy(config, cpus=cpus, tree=tree, stderr=log, extra=extra) as p,
@@ -161,21 +165,9 @@ def main() -> None:
     parser.add_argument("--backlog-seconds", type=float, default=30.0)
     parser.add_argument("--cpus", action="append", help="server CPUs (repeat); default 0 and 0,1")
     parser.add_argument("--quick", action="store_true", help="5 s of backlog, a 3 s window")
-    parser.add_argument("--tree", type=Path, default=harness.ROOT, help="run the proxy from here")
-    parser.add_argument(
-        "--save",
-        action="store_true",
-        help="write bench/results/NAME.json, read by bench/report.py",
-    )
-    parser.add_argument(
-        "--delivery-processes",
-        type=int,
-        default=-1,
-        help="pass this to the proxy (0: deliver from its event loop); default: its default",
-    )
+    harness.add_run_flags(parser, delivery_processes=True)
     args = parser.parse_args()
-    global DELIVERY_PROCESSES
-    DELIVERY_PROCESSES = args.delivery_processes
+    extra = harness.delivery_process_flags(args.delivery_processes)
     if args.quick:
         args.seconds, args.backlog_seconds = 3.0, 5.0
     modes = args.cpus or ["0", "0,1"]
@@ -184,7 +176,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "queues": QUEUES,
         "rate_per_queue": RATE,
-        "delivery_processes": "default" if DELIVERY_PROCESSES < 0 else DELIVERY_PROCESSES,
+        "delivery_processes": "default" if args.delivery_processes < 0 else args.delivery_processes,
         "tree": str(args.tree),
         "python": sys.version.split()[0],
         "load_average_before": harness.load_average(),
@@ -193,16 +185,14 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="bench-capacity-") as tmp, running("1") as backend:
         for cpus in modes:
-            result = measure(cpus, Path(tmp), backend, per_queue, args.seconds, args.tree)
+            result = measure(cpus, Path(tmp), backend, per_queue, args.seconds, args.tree, extra)
             report["modes"].append(result)
             print(line(result), flush=True)
     report["load_average_after"] = harness.load_average()
     report["pressure_after"] = harness.pressure()
     print()
     print(table(report["modes"]))
-    print(json.dumps(report))
-    if args.save:
-        print(f"saved {harness.save_result(NAME, report)}")
+    harness.report_done(NAME, report, args.save)
 
 
 def line(r: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ app, the fast backend and the load generator always run from this checkout.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import http.client
 import json
@@ -379,3 +380,31 @@ def save_result(name: str, report: dict[str, Any]) -> Path:
     report = {"made": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **report}
     path.write_text(json.dumps(report, indent=1) + "\n")
     return path
+
+
+def add_run_flags(parser: argparse.ArgumentParser, *, delivery_processes: bool = False) -> None:
+    """The flags every proxy bench takes: ``--tree`` and ``--save``, and with
+    ``delivery_processes`` also ``--delivery-processes``."""
+    parser.add_argument("--tree", type=Path, default=ROOT, help="run the proxy from here")
+    parser.add_argument(
+        "--save", action="store_true", help="write bench/results/NAME.json, read by bench/report.py"
+    )
+    if delivery_processes:
+        parser.add_argument(
+            "--delivery-processes",
+            type=int,
+            default=-1,
+            help="pass this to the proxy (0: deliver from its event loop); default: its default",
+        )
+
+
+def delivery_process_flags(count: int) -> tuple[str, ...]:
+    """``serve`` flags for ``count`` delivery processes; none for -1 (the proxy's default)."""
+    return ("--delivery-processes", str(count)) if count >= 0 else ()
+
+
+def report_done(name: str, report: dict[str, Any], save: bool) -> None:
+    """Print the JSON summary; with ``save``, also keep it in bench/results/<name>.json."""
+    print(json.dumps(report))
+    if save:
+        print(f"saved {save_result(name, report)}")

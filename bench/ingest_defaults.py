@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import statistics
 import subprocess
@@ -109,10 +108,6 @@ def measure_bare(requests: int) -> Run:
     )
 
 
-LOG_TO = "memory"  # set by --log-to
-DELIVERY_PROCESSES = -1  # set by --delivery-processes; -1: the proxy's default
-
-
 @contextlib.contextmanager
 def log_sink(path: Path, mode: str) -> Iterator[tuple[Any, Callable[[], int]]]:
     """Where the proxy's stderr goes, and a function giving the bytes it wrote so far:
@@ -155,13 +150,15 @@ def measure_proxy(
     backend: Backend | None,
     quiet: bool,
     prefill: int,
+    log_to: str,
+    extra: tuple[str, ...],
 ) -> Run:
+    """One measured run of the proxy; ``log_to`` as ``--log-to``, ``extra``: more flags."""
     name = f"{mode}-{time.monotonic_ns()}"
     db = directory / f"{name}.db"
     log = directory / f"{name}.log"
-    extra: tuple[str, ...] = ("--log-level", "warning") if quiet else ()
-    if DELIVERY_PROCESSES >= 0:
-        extra = (*extra, "--delivery-processes", str(DELIVERY_PROCESSES))
+    if quiet:
+        extra = ("--log-level", "warning", *extra)
     idle = {"name": "default", "target": harness.DEAD_TARGET, "rate": 1}
     if backend:
         fill = harness.write_config(directory / f"{name}-fill.toml", db, [idle])
@@ -172,7 +169,7 @@ def measure_proxy(
         queue = idle
     config = harness.write_config(directory / f"{name}.toml", db, [queue])
     with (
-        log_sink(log, LOG_TO) as (stderr, log_size),
+        log_sink(log, log_to) as (stderr, log_size),
         harness.proxy(config, tree=tree, extra=extra, stderr=stderr) as p,
     ):
         check(load(p.port, WARMUP), WARMUP)
@@ -210,13 +207,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-extras", action="store_true", help="skip the logging-off rows")
     parser.add_argument("--quick", action="store_true", help="1 round of 5,000 requests")
-    parser.add_argument("--tree", type=Path, default=harness.ROOT, help="run the proxy from here")
-    parser.add_argument(
-        "--delivery-processes",
-        type=int,
-        default=-1,
-        help="pass this to the proxy (0: deliver from its event loop); default: its default",
-    )
+    harness.add_run_flags(parser, delivery_processes=True)
     parser.add_argument(
         "--log-to",
         choices=["memory", "pipe", "file"],
@@ -224,15 +215,8 @@ def main() -> None:
         help="the proxy's stderr: a file in /dev/shm (default), a pipe read by a collector"
         " process on CPU 1, or a file on the database's disk",
     )
-    parser.add_argument(
-        "--save",
-        action="store_true",
-        help="write bench/results/NAME.json, read by bench/report.py",
-    )
     args = parser.parse_args()
-    global LOG_TO, DELIVERY_PROCESSES
-    LOG_TO = args.log_to
-    DELIVERY_PROCESSES = args.delivery_processes
+    extra = harness.delivery_process_flags(args.delivery_processes)
     if args.quick:
         args.rounds, args.requests, args.prefill = 1, 5000, 5000
     os.sched_setaffinity(0, {1})
@@ -265,6 +249,8 @@ def main() -> None:
                         backend if delivering else None,
                         quiet=mode.endswith("log_warning"),
                         prefill=args.prefill,
+                        log_to=args.log_to,
+                        extra=extra,
                     )
                 runs[mode].append(run)
             bare_rps = runs["bare"][-1].rps
@@ -290,9 +276,7 @@ def main() -> None:
     report["runs"] = {m: [asdict(r) for r in v] for m, v in runs.items()}
     print()
     print(table(report["modes"]))
-    print(json.dumps(report))
-    if args.save:
-        print(f"saved {harness.save_result(NAME, report)}")
+    harness.report_done(NAME, report, args.save)
 
 
 def summarize(runs: list[Run], ratios: list[float] | None) -> dict[str, Any]:

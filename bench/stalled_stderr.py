@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
-import json
 import os
 import select
 import statistics
@@ -253,12 +252,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--deadline", type=float, default=60.0, help="give up after (s)")
     parser.add_argument("--quick", action="store_true", help="a 15 s deadline")
-    parser.add_argument("--tree", type=Path, default=harness.ROOT, help="run the proxy from here")
-    parser.add_argument(
-        "--save",
-        action="store_true",
-        help="write bench/results/NAME.json, read by bench/report.py",
-    )
+    harness.add_run_flags(parser)
     args = parser.parse_args()
     if args.quick:
         args.deadline = 15.0
@@ -279,9 +273,7 @@ def main() -> None:
     report["pressure_after"] = harness.pressure()
     report["runs"] = [asdict(o) for o in outcomes]
     print(table(report["runs"]))
-    print(json.dumps(report))
-    if args.save:
-        print(f"saved {harness.save_result(NAME, report)}")
+    harness.report_done(NAME, report, args.save)
 
 
 def table(runs: list[dict[str, Any]]) -> str:
