@@ -35,6 +35,8 @@ MAX_DISPATCH_DEADLINE = 1800.0
 MAX_SCHEDULE_AHEAD = 30 * 86400.0
 DEFAULT_MAX_BODY_BYTES = 100 * 1024
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+DEFAULT_MAX_HEADER_COUNT = 100  # Apache's and Envoy's default
+MAX_HEADER_COUNT = 10_000
 ENV_PREFIX = "INGEST_PROXY_"
 API_KEY_HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -149,11 +151,13 @@ class ServerSettings:
 @dataclass(frozen=True, kw_only=True)
 class LimitsSettings:
     """Per-request limits: body bytes (default 100 KiB, the CreateTask task size), the
-    total size of forwarded headers (Cloud Tasks caps headers below 80 KB), and seconds a
+    total size of forwarded headers (Cloud Tasks caps headers below 80 KB), the number of
+    header fields in a request (default 100: most backends refuse more), and seconds a
     client may take to send its whole body (a slow-drip body then gets 408)."""
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_header_count: int = DEFAULT_MAX_HEADER_COUNT
     body_timeout: float = 30.0
 
 
@@ -247,6 +251,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("limits.max_body_bytes", "must be between 1 and 33554432")
     if not 1024 <= limits.max_header_bytes <= 80 * 1000:
         raise ConfigError("limits.max_header_bytes", "must be between 1024 and 80000")
+    if not 1 <= limits.max_header_count <= MAX_HEADER_COUNT:
+        raise ConfigError("limits.max_header_count", f"must be between 1 and {MAX_HEADER_COUNT}")
     if not 0.1 <= limits.body_timeout <= 3600:
         raise ConfigError("limits.body_timeout", "must be between 0.1s and 1h")
     if not 0.1 <= settings.server.header_timeout <= 3600:

@@ -13,7 +13,8 @@
     │   ├── BodyTooLargeError       413
     │   ├── UriTooLongError         414
     │   ├── HeadersTooLargeError    431
-    │   └── ForbiddenError          403
+    │   ├── ForbiddenError          403
+    │   └── TransferCodingError     501: a transfer coding the proxy does not implement
     ├── NotSupportedError           501: the engine cannot do this (e.g. Cloud Tasks DLQ)
     └── EngineError                 the engine could not take the task
         ├── EngineUnavailableError  503 + Retry-After: nothing was persisted
@@ -124,6 +125,14 @@ class ForbiddenError(RequestError):
 
     code = "forbidden"
     status = 403
+
+
+class TransferCodingError(RequestError):
+    """501: the request's body has a transfer coding other than ``chunked`` alone (RFC 9112
+    §6.1). The client's choice, not a failure of the proxy, hence a ``RequestError``."""
+
+    code = "transfer_coding_not_supported"
+    status = 501
 
 
 class NotSupportedError(ProxyError):

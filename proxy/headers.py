@@ -102,8 +102,13 @@ def filter_headers(
     if listed is not None:
         drop = drop | _connection_options(listed)
     if drop:
-        kept = [(name, value) for name, value in kept if name not in drop]
+        kept = [(name, value) for name, value in kept if _judged(name) not in drop]
     return kept
+
+
+def _judged(name: str) -> str:
+    """``name`` with underscores as hyphens (see :func:`_name_of`)."""
+    return name.replace("_", "-") if "_" in name else name
 
 
 # Header names seen, each mapped to the lower-case name to deliver it under, or to
@@ -116,9 +121,15 @@ _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"}
 
 
 def _name_of(raw_name: bytes) -> str:
-    """The lower-case name to deliver ``raw_name`` under, or ``_DROPPED``."""
+    """The lower-case name to deliver ``raw_name`` under, or ``_DROPPED``.
+
+    A name is judged as if its underscores were hyphens: CGI, WSGI and PHP backends read
+    ``Transfer_Encoding`` as ``Transfer-Encoding`` (both become ``HTTP_TRANSFER_ENCODING``),
+    so a header dropped under one spelling is dropped under the other.
+    """
     name = raw_name.decode("latin-1").lower()
-    if name in ALWAYS_DROPPED or name.startswith(RESERVED_PREFIXES):
+    judged = name.replace("_", "-") if "_" in name else name
+    if judged in ALWAYS_DROPPED or judged.startswith(RESERVED_PREFIXES):
         name = _DROPPED
     if len(_NAMES) < _NAMES_MAX and _TOKEN_RE.fullmatch(raw_name) is not None:
         _NAMES[raw_name] = name
@@ -129,13 +140,15 @@ def _dropped_anyway(name: str, raw: list[tuple[bytes, bytes]], drop: frozenset[s
     """Whether header ``name`` is removed by ``drop`` or a Connection header of ``raw``
     (then a character it cannot deliver does not matter)."""
     listed = [value for raw_name, value in raw if raw_name.lower() == b"connection"]
-    return name in drop or name in _connection_options(listed)
+    return _judged(name) in drop or _judged(name) in _connection_options(listed)
 
 
 def _connection_options(values: list[bytes]) -> frozenset[str]:
     """The header names listed in Connection headers: hop-by-hop for this request."""
     return frozenset(
-        token.strip().lower() for value in values for token in value.decode("latin-1").split(",")
+        _judged(token.strip().lower())
+        for value in values
+        for token in value.decode("latin-1").split(",")
     )
 
 

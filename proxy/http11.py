@@ -16,9 +16,21 @@ HTTP handling, all tested in tests/test_http11.py:
   first byte and at most ``max_head_bytes`` long (else 408 or 431), the body within
   ``body_timeout`` seconds of the head (else 408), and no longer than the ingress's body
   limit (else 413, without reading the rest);
-- a request the parser cannot read gets 400 and the connection is closed; an Upgrade
-  request is an ordinary request, after which the connection is closed;
-- reading stops while the client does not read its answers.
+- the framing of a chunked body (chunk sizes, chunk extensions, trailer fields) may take
+  at most ``max_head_bytes`` on the wire (else 431, without reading on): the parser keeps
+  a trailer field whole in memory until it ends;
+- a request the parser cannot read gets 400 and the connection is closed, after the
+  answers owed to the requests before it (RFC 9112 §9.6); so does a client that closes
+  its side in the middle of a request; one that closes it after whole requests gets their
+  answers, then the connection closes; bytes after a request that ends the connection
+  (``Connection: close``, HTTP/1.0) are not read;
+- HTTP/1.x with x > 1 is read as HTTP/1.1, other major versions get 505 (RFC 9110
+  §2.5, §15.6.6); an absolute-form target's authority stands for Host (RFC 9112 §3.2.2),
+  and one with userinfo or a scheme other than http(s) gets 400;
+- an Upgrade request is an ordinary request, after which the connection is closed;
+- at most ``MAX_PIPELINED`` requests are read ahead of their answers, even from one read
+  (the rest of its bytes wait unparsed), and none is handed to the engine while the client
+  does not read its answers (writing is paused).
 """
 
 from __future__ import annotations
@@ -37,13 +49,30 @@ from uvicorn.server import ServerState
 
 from proxy.errors import BodyTooLargeError
 from proxy.ingress import Answer, Ingress, Pending, declares_body, too_large
-from proxy.problems import closing_response
-from proxy.protocol import BODY_LATE, HEAD_LATE, HEAD_TOO_LARGE
+from proxy.problems import refusal_parts
+from proxy.protocol import BODY_LATE_PARTS, HEAD_LATE_PARTS, HEAD_TOO_LARGE_PARTS
 
 logger = logging.getLogger("ingest_proxy.http")
 
-_BAD_REQUEST = closing_response(400, "bad_request", "The request is not valid HTTP/1.1.")
-_INTERNAL = closing_response(500, "internal_error", "The proxy failed to handle the request.")
+_BAD_REQUEST = refusal_parts(400, "bad_request", "The request is not valid HTTP/1.1.")
+_INCOMPLETE = refusal_parts(
+    400, "incomplete_request", "The client closed its side before the request was complete."
+)
+_INTERNAL = refusal_parts(500, "internal_error", "The proxy failed to handle the request.")
+_VERSION = refusal_parts(
+    505, "http_version_not_supported", "Only HTTP/1.0 and HTTP/1.1 requests are served."
+)
+_FRAMING_TOO_LARGE = refusal_parts(
+    431,
+    "framing_too_large",
+    "The chunked body's framing (chunk sizes, chunk extensions, trailer fields) is too large.",
+)
+_USERINFO = refusal_parts(
+    400, "invalid_target", "The request target may not carry user information (user@host)."
+)
+_BAD_TARGET = refusal_parts(
+    400, "invalid_target", "The request target must be a path, or an http(s) URL with a host."
+)
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CLOSE = (b"connection", b"close")
@@ -51,6 +80,19 @@ MAX_PIPELINED = 16  # requests read ahead of their answers before reading pauses
 # A request read and waiting for its answer: (the accepted request, its body, or else the
 # refusal to send), whether the connection stays open after it, and its method.
 _Entry = tuple[Pending | None, bytes, Answer | None, bool, str]
+_HEAD_END = b"\r\n\r\n"  # every request head ends so (the parser takes no bare LF)
+
+
+class _StoppedError(Exception):
+    """Raised in a parser callback to stop parsing: the connection reads no more requests."""
+
+
+class _TargetError(Exception):
+    """A request target that is refused; ``refusal`` is the answer."""
+
+    def __init__(self, refusal: Answer) -> None:
+        super().__init__(refusal[0])
+        self.refusal = refusal
 
 
 def ingress_protocol(
@@ -97,6 +139,9 @@ class IngressProtocol(asyncio.Protocol):
         self.connections = server_state.connections
         self.keep_alive_timeout = float(config.timeout_keep_alive)
         self.parser = httptools.HttpRequestParser(self)
+        # Any HTTP/d.d parses, so that versions other than 1.0 and 1.1 get 505 (or are read
+        # as 1.1) instead of a parser error.
+        self.parser.set_dangerous_leniencies(lenient_version=True)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int] | None = None
@@ -109,13 +154,17 @@ class IngressProtocol(asyncio.Protocol):
         self.skip_body = False  # answered already (refused): its body is not read
         self.chunks: list[bytes] = []
         self.size = 0
+        self.framing = 0  # bytes of the body's reads that were not body (chunked framing)
         # Requests read, waiting for their turn, and the one being answered
         self.keep_alive = True
         self.line: deque[_Entry] = deque()
         self.busy = False
         self.closing = False  # answer what was read, then close
+        self.stopped = False  # no more requests are read on this connection
         self.reading = True
         self.writing_paused = False
+        self.unread = b""  # received but not parsed: the line was full
+        self.unread_soon = False  # a call to parse it is scheduled
         # Deadlines (loop time), checked by the sweep
         self.head_deadline: float | None = None
         self.head_bytes = 0
@@ -143,6 +192,7 @@ class IngressProtocol(asyncio.Protocol):
         self.head_deadline = self.body_deadline = self.idle_since = None
         self.line.clear()  # answers no one will read; their tasks stay enqueued
         self.pending = None
+        self.unread = b""
 
     def shutdown(self) -> None:
         """Called by uvicorn on graceful shutdown: close now when idle, else after
@@ -157,6 +207,7 @@ class IngressProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        self._next()
         self._resume_reading()
 
     def _pause_reading(self) -> None:
@@ -172,52 +223,132 @@ class IngressProtocol(asyncio.Protocol):
             and len(self.line) < MAX_PIPELINED
             and not self.transport.is_closing()
         ):
+            if self.unread:
+                if not self.unread_soon:  # never parse from inside a parser callback
+                    self.unread_soon = True
+                    self.loop.call_soon(self._parse_unread)
+                return
             self.reading = True
             self.transport.resume_reading()
 
+    def _parse_unread(self) -> None:
+        self.unread_soon = False
+        data, self.unread = self.unread, b""
+        if data and not self.stopped and not self.transport.is_closing():
+            self._parse_in_turn(data)
+        self._resume_reading()
+
     def data_received(self, data: bytes) -> None:
-        if self.transport.is_closing():
-            return  # refused or closed already: read no further
+        if self.stopped:
+            return  # refused, ended or closed already: read no further
         self.idle_since = None
+        # At most count(_HEAD_END) + 1 requests end in ``data``: one under way, and each
+        # one that starts in it ends its head there.
+        if data.count(_HEAD_END) < MAX_PIPELINED - len(self.line):
+            self._parse(data)
+        else:
+            self._parse_in_turn(data)
+
+    def _parse_in_turn(self, data: bytes) -> None:
+        """Parse ``data`` in pieces that end at most as many requests as the line has room
+        for; keep the rest unparsed, reading paused, when the line is full."""
+        start, end_of_data = 0, len(data)
+        while start < end_of_data and not self.stopped:
+            room = MAX_PIPELINED - len(self.line)
+            if room <= 0:
+                self.unread = data[start:]
+                self._pause_reading()
+                return
+            end = data.find(_HEAD_END, start)
+            if end < 0:
+                end = end_of_data
+            else:  # ends at most 2 requests, or with no whole _HEAD_END in it, 1
+                end += 4 if room >= 2 else 3
+            self._parse(data[start:end])
+            start = end
+
+    def _parse(self, data: bytes) -> None:
         in_head = self.head_deadline is not None
+        in_body = self.pending if self.body_deadline is not None else None
+        size = self.size
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             # An Upgrade request is answered as an ordinary one (the ingress refuses one
             # with a body); what follows its head is not HTTP: close after answering.
-            self.closing = True
-            self._pause_reading()
+            self._stop_reading()
             return
-        except (httptools.HttpParserError, UnicodeDecodeError, ValueError):
-            self._fail(_BAD_REQUEST)
+        except httptools.HttpParserError as exc:
+            if self.stopped:
+                return  # bytes after the connection's last request: not read
+            bug = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else None
+            if bug is not None:  # raised by our own callback: not the client's fault
+                logger.error("handling a request failed", exc_info=bug)
+                self._fail(_INTERNAL)
+            else:
+                self._fail(_BAD_REQUEST)
             return
         except Exception:
             logger.exception("handling a request failed")
             self._fail(_INTERNAL)
             return
         # Count only reads after which the head is still incomplete, so a body that
-        # arrives in the same read as the end of the head is never counted.
+        # arrives in the same read as the end of the head is never counted; likewise
+        # the framing only of reads inside one body.
         if in_head and self.head_deadline is not None:
             self.head_bytes += len(data)
             if self.head_bytes > self.max_head_bytes:
-                self._fail(HEAD_TOO_LARGE)
+                self._fail(HEAD_TOO_LARGE_PARTS)
+        elif in_body is not None and in_body is self.pending and self.body_deadline is not None:
+            self.framing += len(data) - (self.size - size)
+            if self.framing > self.max_head_bytes:
+                self._fail(_FRAMING_TOO_LARGE)
+
+    def eof_received(self) -> bool:
+        """The client closed its side: answer the requests it sent (a request it left
+        incomplete with 400), then close."""
+        if not self.stopped:
+            incomplete = self.body_deadline is not None or (
+                self.head_deadline is not None and bool(self.url)
+            )
+            self._fail(_INCOMPLETE if incomplete else None)
+        # True keeps the transport open to write the answers still owed.
+        return not self.transport.is_closing()
 
     def check_deadlines(self, now: float) -> None:
-        """Close the connection if its head or body is late, or it idled too long."""
+        """Refuse a late head or body (closing the connection after the answers owed, or
+        at once if the client does not read them); close a connection idle too long."""
+        late = None
         if self.head_deadline is not None and self.head_deadline < now:
-            self._fail(HEAD_LATE)
+            late = HEAD_LATE_PARTS
         elif self.body_deadline is not None and self.body_deadline < now:
-            self._fail(BODY_LATE)
+            late = BODY_LATE_PARTS
         elif self.idle_since is not None and now - self.idle_since > self.keep_alive_timeout:
             self.transport.close()
+        if late is not None:
+            if self.writing_paused:
+                self.transport.abort()  # the client reads nothing: nothing more to say
+            else:
+                self._fail(late)
 
-    def _fail(self, response: bytes) -> None:
-        """Write ``response`` (unless other answers are owed first) and close."""
-        self.head_deadline = self.body_deadline = None
+    def _stop_reading(self) -> None:
+        """Read no more requests: close the connection after the answers owed."""
+        self.stopped = True
+        self.closing = True
+        self.unread = b""
+        self.head_deadline = None
+        self._pause_reading()
+
+    def _fail(self, refusal: Answer | None, method: str = "") -> None:
+        """Read no more; answer the requests read so far, then ``refusal`` (if any) for
+        the one being read, and close."""
+        self._stop_reading()
+        self.body_deadline = None
         self.pending = None
-        if not self.transport.is_closing():
-            if not self.busy and not self.line:
-                self.transport.write(response)
+        self.skip_body = True
+        if refusal is not None:
+            self._queue((None, b"", refusal, False, method))
+        elif not self.busy and not self.line:
             self.transport.close()
 
     def _arm_head(self) -> None:
@@ -241,6 +372,8 @@ class IngressProtocol(asyncio.Protocol):
     # ------------------------------------------------------------ parser callbacks
 
     def on_message_begin(self) -> None:
+        if self.stopped:
+            raise _StoppedError  # a request after the connection's last one: not read
         self.url = b""
         self.headers = []
         self.expect_continue = False
@@ -262,39 +395,60 @@ class IngressProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.head_deadline = None
         self.body_deadline = self.loop.time() + self.body_timeout
+        self.framing = 0
         parser = self.parser
         http_version = parser.get_http_version()
-        url = httptools.parse_url(self.url)
-        raw_path: bytes = url.path
-        path = raw_path.decode("ascii")
+        method = parser.get_method().decode("ascii")
+        self.keep_alive = http_version != "1.0" and parser.should_keep_alive()
+        if http_version[0] != "1":
+            self._refuse_unread(_VERSION, method)
+            return
+        if http_version[2] > "1":
+            http_version = "1.1"  # a later 1.x is read as the 1.1 it builds on
+        url = self.url
+        try:
+            raw_path, query, authority = (
+                _origin_form(url) if url[:1] == b"/" else _absolute_form(url)
+            )
+            path = raw_path.decode("ascii")
+        except _TargetError as exc:
+            self._refuse_head(exc.refusal, method)
+            return
+        except UnicodeDecodeError:
+            self._refuse_head(_BAD_TARGET, method)
+            return
         if "%" in path:
             path = unquote(path)
         scope: dict[str, Any] = {
             "type": "http",
             "http_version": http_version,
-            "method": parser.get_method().decode("ascii"),
+            "method": method,
             "path": path,
             "raw_path": raw_path,
-            "query_string": url.query or b"",
+            "query_string": query,
             "headers": self.headers,
             "client": self.client,
             "server": self.server,
             "scheme": self.scheme,
             "root_path": "",
         }
-        self.keep_alive = http_version != "1.0" and parser.should_keep_alive()
+        if authority is not None:
+            scope["authority"] = authority  # stands for Host (RFC 9112 §3.2.2)
         verdict = self.ingress.start(scope)
         if isinstance(verdict, Pending):
             self.pending = verdict
             if self.expect_continue and not self.busy and not self.line:
                 self.transport.write(_CONTINUE)
             return
-        # Refused by its head. If a body follows, it is not read: answer and close.
-        if parser.should_upgrade() or declares_body(self.headers):
-            self._refuse_unread(verdict)
+        self._refuse_head(verdict, method)
+
+    def _refuse_head(self, refusal: Answer, method: str) -> None:
+        """Refused by its head. If a body follows, it is not read: answer and close."""
+        if self.parser.should_upgrade() or declares_body(self.headers):
+            self._refuse_unread(refusal, method)
         else:
             self.skip_body = True
-            self._queue((None, b"", verdict, self.keep_alive, scope["method"]))
+            self._queue((None, b"", refusal, self.keep_alive, method))
 
     def on_body(self, body: bytes) -> None:
         pending = self.pending
@@ -303,12 +457,14 @@ class IngressProtocol(asyncio.Protocol):
         self.size += len(body)
         if self.size > self.max_body:
             refusal = self.ingress.refuse(pending, BodyTooLargeError(too_large(self.max_body)))
-            self._refuse_unread(refusal)
+            self._refuse_unread(refusal, pending.method)
             return
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
         self.body_deadline = None
+        if not self.keep_alive:
+            self._stop_reading()  # its answer is the connection's last (RFC 9112 §9.6)
         pending = self.pending
         if self.skip_body or pending is None:
             return
@@ -319,14 +475,9 @@ class IngressProtocol(asyncio.Protocol):
 
     # ------------------------------------------------------------ answering
 
-    def _refuse_unread(self, refusal: Answer) -> None:
-        method = self.pending.method if self.pending is not None else ""
-        self.skip_body = True
-        self.pending = None
-        self.body_deadline = None
-        self.closing = True
-        self._pause_reading()
-        self._queue((None, b"", refusal, False, method))
+    def _refuse_unread(self, refusal: Answer, method: str) -> None:
+        """Answer ``refusal`` (after the answers owed) without reading the body, and close."""
+        self._fail(refusal, method)
 
     def _queue(self, entry: _Entry) -> None:
         self.line.append(entry)
@@ -336,8 +487,14 @@ class IngressProtocol(asyncio.Protocol):
             self._next()
 
     def _next(self) -> None:
-        """Answer the requests in line, in order, one at a time."""
-        while self.line and not self.busy and not self.transport.is_closing():
+        """Answer the requests in line, in order, one at a time; none while the client
+        does not read its answers (it would be stored, its answer not read)."""
+        while (
+            self.line
+            and not self.busy
+            and not self.writing_paused
+            and not self.transport.is_closing()
+        ):
             pending, body, refusal, keep_alive, method = self.line.popleft()
             if pending is None:
                 assert refusal is not None
@@ -360,6 +517,8 @@ class IngressProtocol(asyncio.Protocol):
                 self.ingress.finish(pending, body, respond)
             except Exception:
                 logger.exception("handling a request failed")
+                self.busy = False
+                self.line.clear()
                 self._fail(_INTERNAL)
 
     def _write(
@@ -376,7 +535,8 @@ class IngressProtocol(asyncio.Protocol):
         if transport.is_closing():
             return  # the client left: the task, if any, stays enqueued
         self.server_state.total_requests += 1
-        keep_alive = keep_alive and not self.closing and _CLOSE not in headers
+        # Closing: the last answer owed ends the connection.
+        keep_alive = keep_alive and not (self.closing and not self.line) and _CLOSE not in headers
         parts = [_STATUS_LINES[status]]
         for name, value in self.server_state.default_headers:
             parts += (name, b": ", value, b"\r\n")
@@ -394,3 +554,41 @@ class IngressProtocol(asyncio.Protocol):
         self._resume_reading()
         if not self.line and self.pending is None:
             self.idle_since = self.loop.time()
+
+
+# ---------------------------------------------------------------- request targets
+
+_Target = tuple[bytes, bytes, bytes | None]  # raw path, query, authority (absolute-form)
+
+
+def _origin_form(url: bytes) -> _Target:
+    """``/path?query``; raises :class:`_TargetError` for what the URL parser refuses."""
+    try:
+        parsed = httptools.parse_url(url)
+    except httptools.HttpParserInvalidURLError:
+        raise _TargetError(_BAD_TARGET) from None
+    return parsed.path or b"/", parsed.query or b"", None
+
+
+def _absolute_form(url: bytes) -> _Target:
+    """``http://authority/path?query`` (the path may be empty: ``/``); raises
+    :class:`_TargetError` for userinfo, another scheme or an empty host (RFC 9110 §4.2.1,
+    §4.2.4), and for other forms (``*``, ``host:port``)."""
+    scheme, sep, rest = url.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        raise _TargetError(_BAD_TARGET)
+    end = len(rest)
+    for delimiter in (b"/", b"?", b"#"):
+        found = rest.find(delimiter)
+        if 0 <= found < end:
+            end = found
+    authority = rest[:end]
+    if b"@" in authority:
+        raise _TargetError(_USERINFO)
+    if not authority or authority.startswith(b":"):
+        raise _TargetError(_BAD_TARGET)
+    try:
+        parsed = httptools.parse_url(url)
+    except httptools.HttpParserInvalidURLError:
+        raise _TargetError(_BAD_TARGET) from None
+    return parsed.path or b"/", parsed.query or b"", authority

@@ -30,6 +30,7 @@ from proxy.errors import (
     HeadersTooLargeError,
     MethodNotAllowedError,
     ProxyError,
+    TransferCodingError,
     UnauthorizedError,
     UriTooLongError,
 )
@@ -123,6 +124,7 @@ class Ingress:
         self.metrics = metrics
         self.max_body = settings.limits.max_body_bytes
         self.max_headers = settings.limits.max_header_bytes
+        self.max_header_count = settings.limits.max_header_count
         self.routes = [
             _Route(
                 route,
@@ -241,6 +243,13 @@ class Ingress:
         whether the declared body is within the limit."""
         started = time.perf_counter()
         method = scope["method"]
+        if len(scope["headers"]) > self.max_header_count:
+            # Most backends refuse more (Apache and Envoy: 100): the task could never be
+            # delivered.
+            raise HeadersTooLargeError(
+                f"The request has more than {self.max_header_count} header fields.",
+                code="too_many_headers",
+            )
         if method not in ALLOWED_METHODS:
             raise MethodNotAllowedError(
                 f"Method {method} cannot be delivered; use one of "
@@ -549,12 +558,16 @@ def _read_head(scope: Scope) -> _Head:
 
     Raises :class:`BadRequestError` (``invalid_host``) for what RFC 9112 says a server must
     refuse with 400: an HTTP/1.1 request without Host, several Host headers, or a value
-    that is not ``host[:port]``. The host is delivered as ``X-Forwarded-Host``.
+    that is not ``host[:port]``; and :class:`TransferCodingError` (501) for a transfer
+    coding other than ``chunked`` alone. The host (the ``authority`` of an absolute-form
+    target, when the HTTP protocol puts one in the scope) is delivered as
+    ``X-Forwarded-Host``.
     """
     control: dict[str, str] = {}
     found: bytes | None = None
     length: bytes | None = None
-    upgrade = chunked = False
+    upgrade = False
+    codings: bytes | None = None  # of Transfer-Encoding, its fields joined with ","
     forwarded_for = forwarded_proto = None
     for name, value in scope["headers"]:
         kind = _READ.get(name)
@@ -572,14 +585,42 @@ def _read_head(scope: Scope) -> _Head:
         elif kind == _UPGRADE:
             upgrade = True
         elif kind == _TRANSFER_ENCODING:
-            chunked = True
+            codings = value if codings is None else codings + b"," + value
         elif kind == _FORWARDED_FOR:
             hops = value.decode("latin-1")
             forwarded_for = hops if forwarded_for is None else f"{forwarded_for}, {hops}"
         else:
             forwarded_proto = value.decode("latin-1")
+    chunked = codings is not None
+    if codings is not None and codings.strip().lower() != b"chunked":
+        _check_codings(codings)
+    if chunked and scope.get("http_version") == "1.0":
+        # RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding is faulty framing.
+        raise BadRequestError(
+            "An HTTP/1.0 request cannot use Transfer-Encoding; use HTTP/1.1 or Content-Length.",
+            code="transfer_encoding_in_http10",
+        )
     host = _host_value(found, scope)
+    authority = scope.get("authority")  # of an absolute-form target: stands for Host
+    if authority is not None:
+        host = _host_value(authority, scope)
     return _Head(host, control, length, upgrade, chunked, forwarded_for, forwarded_proto)
+
+
+def _check_codings(codings: bytes) -> None:
+    """Refuse transfer codings other than ``chunked`` alone: 400 when chunked is not the
+    last (the body's length cannot be known, RFC 9112 §6.3), else 501 (RFC 9112 §6.1):
+    the parser removes only the chunked coding, so the backend would get a body still
+    encoded (gzip, say) under the client's Content-Type."""
+    names = [name.strip().lower() for name in codings.split(b",")]
+    if names[-1] != b"chunked":
+        raise BadRequestError(
+            "Transfer-Encoding must end with chunked.", code="invalid_transfer_encoding"
+        )
+    raise TransferCodingError(
+        "Only 'Transfer-Encoding: chunked' is supported; send the body with Content-Length "
+        "or chunked alone."
+    )
 
 
 def _host_value(found: bytes | None, scope: Scope) -> str | None:

@@ -27,6 +27,19 @@ def error_response_parts(exc: ProxyError) -> tuple[int, list[tuple[bytes, bytes]
     return exc.status, headers, body
 
 
+def refusal_parts(
+    status: int, code: str, detail: str
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers and JSON body of a refusal made by the HTTP protocol itself (not
+    raised as a :class:`ProxyError`): a request it cannot read, late, or too large."""
+    body = error_body(code, detail)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    return status, headers, body
+
+
 def closing_response(status: int, code: str, detail: str) -> bytes:
     """A whole HTTP/1.1 response that ends the connection, for refusals written by the
     HTTP protocol itself (late or oversized heads, unreadable requests)."""

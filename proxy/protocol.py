@@ -21,13 +21,19 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from proxy.problems import closing_response
+from proxy.problems import closing_response, refusal_parts
 
-HEAD_LATE = closing_response(408, "request_timeout", "The request headers did not arrive in time.")
-BODY_LATE = closing_response(408, "request_timeout", "The request body did not arrive in time.")
-HEAD_TOO_LARGE = closing_response(
-    431, "headers_too_large", "The request line and headers are too large."
-)
+_HEAD_LATE = (408, "request_timeout", "The request headers did not arrive in time.")
+_BODY_LATE = (408, "request_timeout", "The request body did not arrive in time.")
+_HEAD_TOO_LARGE = (431, "headers_too_large", "The request line and headers are too large.")
+HEAD_LATE = closing_response(*_HEAD_LATE)
+BODY_LATE = closing_response(*_BODY_LATE)
+HEAD_TOO_LARGE = closing_response(*_HEAD_TOO_LARGE)
+# The same refusals as (status, headers, body), for the ingress's protocol (proxy/http11.py),
+# which writes them after the answers it owes on the connection.
+HEAD_LATE_PARTS = refusal_parts(*_HEAD_LATE)
+BODY_LATE_PARTS = refusal_parts(*_BODY_LATE)
+HEAD_TOO_LARGE_PARTS = refusal_parts(*_HEAD_TOO_LARGE)
 
 
 def guarded_protocol(

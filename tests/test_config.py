@@ -79,6 +79,7 @@ def test_full_file(tmp_path: Path) -> None:
         enqueue_deadline = "1500ms"
         [limits]
         max_body_bytes = 2048
+        max_header_count = 50
         [local]
         db = "/tmp/x.db"
         dedup_window = "2h"
@@ -110,6 +111,7 @@ def test_full_file(tmp_path: Path) -> None:
     assert settings.cloudtasks.enqueue_deadline == 1.5
     assert settings.local.dedup_window == 7200
     assert settings.limits.max_body_bytes == 2048
+    assert settings.limits.max_header_count == 50
     assert [r.queue for r in settings.effective_routes] == ["a", "b"]
     assert settings.routes[0].forward_authorization is True
     assert settings.queue("b").target_origin == "https://backend.example.run.app"
@@ -189,6 +191,14 @@ def test_full_file(tmp_path: Path) -> None:
             "limits.max_body_bytes",
         ),
         (
+            {"queues": [{"name": "q", "target": TARGET}], "limits": {"max_header_count": 0}},
+            "limits.max_header_count",
+        ),
+        (
+            {"queues": [{"name": "q", "target": TARGET}], "limits": {"max_header_count": 10_001}},
+            "limits.max_header_count",
+        ),
+        (
             {"queues": [{"name": "q", "target": TARGET}], "engine": "cloudtasks"},
             "cloudtasks.project",
         ),
@@ -258,3 +268,9 @@ def test_parse_duration_refuses_junk(value: object) -> None:
 def test_default_burst_follows_cloud_tasks(rate: float, burst: int) -> None:
     """max_burst_size is derived from the rate as Cloud Tasks does (10 at 1/s, else rate/5)."""
     assert default_burst(rate) == burst
+
+
+def test_max_header_count_defaults_to_a_hundred() -> None:
+    """limits.max_header_count is 100 unless configured (Apache's and Envoy's default)."""
+    settings = settings_from_dict({"queues": [{"name": "q", "target": TARGET}]})
+    assert settings.limits.max_header_count == 100

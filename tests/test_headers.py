@@ -124,3 +124,33 @@ def test_both_schedule_headers_conflict() -> None:
     with pytest.raises(BadRequestError) as info:
         schedule_time_from("5", str(NOW), NOW)
     assert info.value.code == "conflicting_schedule"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        b"Transfer_Encoding",
+        b"content_length",
+        b"X_Forwarded_For",
+        b"X-Forwarded_Host",
+        b"x_cloudtasks_taskname",
+        b"Proxy_Authorization",
+        b"Idempotency_Key",
+    ],
+)
+def test_underscore_spellings_of_dropped_headers_are_dropped(name: bytes) -> None:
+    """A name whose underscores read as hyphens name a dropped header is dropped too: CGI
+    and WSGI backends see both spellings as the same variable (HTTP_TRANSFER_ENCODING)."""
+    assert filter_headers([(name, b"v"), (b"x-kept", b"1")]) == [("x-kept", "1")]
+
+
+def test_underscore_names_of_other_headers_are_delivered() -> None:
+    """Underscores in a name that is dropped under no spelling are delivered as sent."""
+    assert filter_headers([(b"X_Custom_Thing", b"v")]) == [("x_custom_thing", "v")]
+
+
+def test_underscore_spelling_of_a_credential_or_connection_option_is_dropped() -> None:
+    """The credential header the proxy read (``drop``) and headers named by Connection are
+    dropped under their underscore spellings too."""
+    raw = [(b"X_Api_Key", b"k"), (b"Connection", b"x-hop"), (b"X_Hop", b"1"), (b"X-A", b"a")]
+    assert filter_headers(raw, drop=frozenset({"x-api-key"})) == [("x-a", "a")]

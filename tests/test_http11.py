@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -17,12 +18,14 @@ import pytest
 import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from uvicorn.server import ServerState
 
 from proxy.app import create_app
 from proxy.config import settings_from_dict
 from proxy.envelope import EnqueueResult, Envelope
 from proxy.errors import BacklogFullError
 from proxy.http11 import MAX_PIPELINED, ingress_protocol
+from proxy.ingress import Ingress
 from proxy.server import ingress_options
 from tests.support.engines import RecordingEngine
 from tests.support.servers import serve_in_thread
@@ -360,6 +363,130 @@ def test_protocol_refuses_an_app_that_is_not_the_proxy() -> None:
     config = uvicorn.Config(other)
     with pytest.raises(TypeError, match="serves only the app"):
         protocol(config, uvicorn.server.ServerState(), {})  # type: ignore[call-arg]
+
+
+def test_a_bug_in_a_parser_callback_is_a_logged_json_500(
+    proxy: tuple[int, GatedEngine],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An unexpected exception raised while the parser calls the protocol (here from the
+    ingress's check of a head) is a JSON 500 and a logged traceback, not a silent 400."""
+    port, engine = proxy
+
+    def broken(scope: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Ingress, "start", lambda self, scope: broken(scope))
+    with caplog.at_level(logging.ERROR, logger="ingest_proxy.http"), _connect(port) as sock:
+        sock.sendall(_post("/bug"))
+        (answer,) = _read(sock)
+        assert _closed(sock)
+    assert answer.status == 500
+    assert json.loads(answer.body)["error"] == "internal_error"
+    assert answer.headers["connection"] == "close"
+    [record] = [r for r in caplog.records if r.name == "ingest_proxy.http"]
+    assert record.exc_info is not None
+    assert "a bug" in str(record.exc_info[1])
+    assert engine.envelopes == []
+
+
+def test_answers_owed_are_sent_before_a_parser_error_closes(
+    proxy: tuple[int, GatedEngine],
+) -> None:
+    """Requests read before bytes the parser rejects are answered 202, in order, while
+    their tasks are still being stored; then the 400, and the connection closes."""
+    port, engine = proxy
+    engine.gate = asyncio.Event()
+    with _connect(port) as sock:
+        sock.sendall(_post("/a") + _post("/b") + b"\x00garbage\r\n\r\n")
+        deadline = time.monotonic() + TIMEOUT
+        while engine.held == 0:
+            assert time.monotonic() < deadline, "the request never reached the engine"
+            time.sleep(0.01)
+        engine.open_gate()
+        first, second, refused = _read(sock, 3)
+        assert _closed(sock)
+    assert [first.status, second.status, refused.status] == [202, 202, 400]
+    assert refused.headers["connection"] == "close"
+    assert [e.path for e in engine.envelopes] == ["/a", "/b"]
+
+
+def test_half_closed_client_gets_its_answer(proxy: tuple[int, GatedEngine]) -> None:
+    """A client that closes its side after sending its request still gets the 202, then
+    the server closes the connection."""
+    port, engine = proxy
+    with _connect(port) as sock:
+        sock.sendall(_post("/half"))
+        sock.shutdown(socket.SHUT_WR)
+        (answer,) = _read(sock)
+        assert _closed(sock)
+    assert answer.status == 202
+    assert answer.headers["connection"] == "close"
+    assert [e.path for e in engine.envelopes] == ["/half"]
+
+
+@dataclass
+class _Transport:
+    """A transport that records what the protocol does with it."""
+
+    written: list[bytes] = field(default_factory=list)
+    paused: bool = False
+    closed: bool = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+def test_read_ahead_is_bounded_within_one_read() -> None:
+    """3,000 GETs in one read while the first is being stored: at most MAX_PIPELINED are
+    parsed and waiting, reading is paused and the rest is left unparsed; as answers go
+    out the rest is parsed in turn, never more than MAX_PIPELINED waiting, and all 3,000
+    are answered in order."""
+
+    async def main() -> None:
+        engine = GatedEngine(gate=asyncio.Event())
+        app = create_app(SETTINGS, engine=engine)
+        protocol_class = ingress_protocol(10, 65536, 30)
+        protocol: Any = protocol_class(uvicorn.Config(app), ServerState(), {})  # type: ignore[call-arg]
+        transport = _Transport()
+        protocol.connection_made(transport)
+        count = 3000
+        protocol.data_received(b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n" * count)
+        assert len(protocol.line) <= MAX_PIPELINED
+        assert transport.paused
+        assert len(protocol.unread) > 0
+        most = 0
+        engine.gate.set()
+        deadline = time.monotonic() + TIMEOUT
+        while b"".join(transport.written).count(b"HTTP/1.1 202 ") < count:
+            assert time.monotonic() < deadline, "not every request was answered"
+            most = max(most, len(protocol.line))
+            await asyncio.sleep(0)
+        assert most <= MAX_PIPELINED
+        assert [e.path for e in engine.envelopes] == ["/p"] * count
+        assert not transport.paused  # all read: reading again
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
 
 
 # ---------------------------------------------------------------- any split of a byte stream

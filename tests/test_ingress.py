@@ -221,6 +221,61 @@ def test_huge_headers_are_431() -> None:
         assert engine.envelopes == []
 
 
+def test_more_header_fields_than_the_limit_are_431() -> None:
+    """More header fields than limits.max_header_count (small ones, within the byte cap)
+    are refused with 431 ``too_many_headers``; as many as the limit are accepted."""
+    with _proxy(limits={"max_header_count": 10}) as (url, engine):
+        # httpx adds Host, Accept, Accept-Encoding, Connection and User-Agent: 5 fields.
+        accepted = httpx.get(url, headers={f"x-h{i}": "v" for i in range(5)})
+        refused = httpx.get(url, headers={f"x-h{i}": "v" for i in range(6)})
+    assert accepted.status_code == 202
+    assert refused.status_code == 431
+    assert refused.json()["error"] == "too_many_headers"
+    assert len(engine.envelopes) == 1
+
+
+@pytest.mark.parametrize(
+    ("codings", "status", "error"),
+    [
+        (b"gzip, chunked", 501, "transfer_coding_not_supported"),
+        (b"x, chunked", 501, "transfer_coding_not_supported"),
+        (b"identity\r\nTransfer-Encoding: chunked", 501, "transfer_coding_not_supported"),
+    ],
+)
+def test_transfer_codings_other_than_chunked_are_refused(
+    proxy: tuple[str, RecordingEngine], codings: bytes, status: int, error: str
+) -> None:
+    """A transfer coding before chunked (in one field or two) is 501: only the chunked
+    coding would be removed, and the backend would get an encoded body."""
+    url, engine = proxy
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /te HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + codings
+            + b"\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+        )  # fmt: skip
+        answer = _read_response(sock)
+    assert answer.split(b" ")[1] == str(status).encode()
+    assert error.encode() in answer
+    assert engine.envelopes == []
+
+
+def test_absolute_form_authority_is_the_forwarded_host(
+    proxy: tuple[str, RecordingEngine],
+) -> None:
+    """An absolute-form target's authority stands for Host (RFC 9112 §3.2.2): it is
+    delivered as X-Forwarded-Host; an empty path is "/"."""
+    url, engine = proxy
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET http://a.example:8080 HTTP/1.1\r\nHost: b.example\r\n\r\n")
+        answer = _read_response(sock)
+    assert answer.split(b" ")[1] == b"202"
+    [envelope] = engine.envelopes
+    assert envelope.path == "/"
+    assert dict(envelope.headers)["x-forwarded-host"] == "a.example:8080"
+
+
 def test_url_longer_than_cloud_tasks_limit_is_414(proxy: tuple[str, RecordingEngine]) -> None:
     """A delivery URL over 2083 characters is refused with 414 instead of failing later."""
     url, _ = proxy
