@@ -51,6 +51,7 @@ from proxy.errors import BodyTooLargeError
 from proxy.ingress import Answer, Ingress, Pending, declares_body, too_large
 from proxy.problems import refusal_parts
 from proxy.protocol import BODY_LATE_PARTS, HEAD_LATE_PARTS, HEAD_TOO_LARGE_PARTS
+from proxy.targets import BAD_TARGET, TargetError, absolute_form, origin_form
 
 logger = logging.getLogger("ingest_proxy.http")
 
@@ -67,12 +68,6 @@ _FRAMING_TOO_LARGE = refusal_parts(
     "framing_too_large",
     "The chunked body's framing (chunk sizes, chunk extensions, trailer fields) is too large.",
 )
-_USERINFO = refusal_parts(
-    400, "invalid_target", "The request target may not carry user information (user@host)."
-)
-_BAD_TARGET = refusal_parts(
-    400, "invalid_target", "The request target must be a path, or an http(s) URL with a host."
-)
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CLOSE = (b"connection", b"close")
@@ -85,14 +80,6 @@ _HEAD_END = b"\r\n\r\n"  # every request head ends so (the parser takes no bare 
 
 class _StoppedError(Exception):
     """Raised in a parser callback to stop parsing: the connection reads no more requests."""
-
-
-class _TargetError(Exception):
-    """A request target that is refused; ``refusal`` is the answer."""
-
-    def __init__(self, refusal: Answer) -> None:
-        super().__init__(refusal[0])
-        self.refusal = refusal
 
 
 def ingress_protocol(
@@ -407,15 +394,13 @@ class IngressProtocol(asyncio.Protocol):
             http_version = "1.1"  # a later 1.x is read as the 1.1 it builds on
         url = self.url
         try:
-            raw_path, query, authority = (
-                _origin_form(url) if url[:1] == b"/" else _absolute_form(url)
-            )
+            raw_path, query, authority = origin_form(url) if url[:1] == b"/" else absolute_form(url)
             path = raw_path.decode("ascii")
-        except _TargetError as exc:
+        except TargetError as exc:
             self._refuse_head(exc.refusal, method)
             return
         except UnicodeDecodeError:
-            self._refuse_head(_BAD_TARGET, method)
+            self._refuse_head(BAD_TARGET, method)
             return
         if "%" in path:
             path = unquote(path)
@@ -554,41 +539,3 @@ class IngressProtocol(asyncio.Protocol):
         self._resume_reading()
         if not self.line and self.pending is None:
             self.idle_since = self.loop.time()
-
-
-# ---------------------------------------------------------------- request targets
-
-_Target = tuple[bytes, bytes, bytes | None]  # raw path, query, authority (absolute-form)
-
-
-def _origin_form(url: bytes) -> _Target:
-    """``/path?query``; raises :class:`_TargetError` for what the URL parser refuses."""
-    try:
-        parsed = httptools.parse_url(url)
-    except httptools.HttpParserInvalidURLError:
-        raise _TargetError(_BAD_TARGET) from None
-    return parsed.path or b"/", parsed.query or b"", None
-
-
-def _absolute_form(url: bytes) -> _Target:
-    """``http://authority/path?query`` (the path may be empty: ``/``); raises
-    :class:`_TargetError` for userinfo, another scheme or an empty host (RFC 9110 §4.2.1,
-    §4.2.4), and for other forms (``*``, ``host:port``)."""
-    scheme, sep, rest = url.partition(b"://")
-    if not sep or scheme.lower() not in (b"http", b"https"):
-        raise _TargetError(_BAD_TARGET)
-    end = len(rest)
-    for delimiter in (b"/", b"?", b"#"):
-        found = rest.find(delimiter)
-        if 0 <= found < end:
-            end = found
-    authority = rest[:end]
-    if b"@" in authority:
-        raise _TargetError(_USERINFO)
-    if not authority or authority.startswith(b":"):
-        raise _TargetError(_BAD_TARGET)
-    try:
-        parsed = httptools.parse_url(url)
-    except httptools.HttpParserInvalidURLError:
-        raise _TargetError(_BAD_TARGET) from None
-    return parsed.path or b"/", parsed.query or b"", authority
