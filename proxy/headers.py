@@ -78,11 +78,11 @@ def filter_headers(
         name = _NAMES.get(raw_name)
         if name is None:
             name = _name_of(raw_name)
-            if name != _DROPPED and _TOKEN_RE.fullmatch(raw_name) is None:
+            if name is not _DROPPED and _TOKEN_RE.fullmatch(raw_name) is None:
                 if _dropped_anyway(name, raw, drop):
                     continue
                 raise _invalid_header(raw_name)
-        if name == _DROPPED:
+        if name is _DROPPED:
             # "Connection: keep-alive" or "close" lists no header that would be delivered.
             if raw_value not in _PLAIN_CONNECTION and raw_name.lower() == b"connection":
                 listed = [raw_value] if listed is None else [*listed, raw_value]
@@ -114,7 +114,8 @@ def _judged(name: str) -> str:
 # Header names seen, each mapped to the lower-case name to deliver it under, or to
 # _DROPPED: one dict lookup per header on the hot path. Only HTTP tokens are remembered,
 # and only so many (names are client input).
-_DROPPED = "\x00"
+# Compared by identity: a client's header name may be any string, this one included.
+_DROPPED = "".join(("\x00", "dropped"))
 _NAMES: dict[bytes, str] = {}
 _NAMES_MAX = 1024
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})

@@ -78,6 +78,16 @@ _Entry = tuple[Pending | None, bytes, Answer | None, bool, str]
 _HEAD_END = b"\r\n\r\n"  # every request head ends so (the parser takes no bare LF)
 
 
+def _lfs_before(data: bytes, end: int, most: int) -> int:
+    """The number of LFs in ``data[:end]``, counting no further than ``most``."""
+    count = 0
+    found = data.find(10, 0, end)
+    while found >= 0 and count < most:
+        count += 1
+        found = data.find(10, found + 1, end)
+    return count
+
+
 class _StoppedError(Exception):
     """Raised in a parser callback to stop parsing: the connection reads no more requests."""
 
@@ -229,9 +239,12 @@ class IngressProtocol(asyncio.Protocol):
         if self.stopped:
             return  # refused, ended or closed already: read no further
         self.idle_since = None
-        # At most count(_HEAD_END) + 1 requests end in ``data``: one under way, and each
-        # one that starts in it ends its head there.
-        if data.count(_HEAD_END) < MAX_PIPELINED - len(self.line):
+        # At most 1 + n // 2 requests end in ``data``, n its LFs up to its last CR: the one
+        # under way, and each that starts in it, which ends its head with CRLF CRLF. Two
+        # C scans of a few dozen bytes for a usual request: its body holds no CR.
+        most = 2 * (MAX_PIPELINED - len(self.line))
+        end = data.rfind(13) + 2
+        if (data.count(10, 0, end) if end < 4096 else _lfs_before(data, end, most)) < most:
             self._parse(data)
         else:
             self._parse_in_turn(data)

@@ -154,3 +154,12 @@ def test_underscore_spelling_of_a_credential_or_connection_option_is_dropped() -
     dropped under their underscore spellings too."""
     raw = [(b"X_Api_Key", b"k"), (b"Connection", b"x-hop"), (b"X_Hop", b"1"), (b"X-A", b"a")]
     assert filter_headers(raw, drop=frozenset({"x-api-key"})) == [("x-a", "a")]
+
+
+@pytest.mark.parametrize("name", [b"\x00", b"\x00dropped"])
+def test_a_name_like_the_internal_drop_marker_is_refused(name: bytes) -> None:
+    """A header name that is no HTTP token is refused, even one spelled like the marker
+    filter_headers uses for dropped names (found by tests/security/test_mapping.py)."""
+    with pytest.raises(BadRequestError) as caught:
+        filter_headers([(name, b"")])
+    assert caught.value.code == "invalid_header"
