@@ -70,12 +70,13 @@ class TaskDispatcher(Dispatcher):
         rows = await asyncio.to_thread(self.store.read, _META, (seq,))
         return (str(rows[0][0]), rows[0][1], float(rows[0][2])) if rows else None
 
-    async def _attempt(self, task: LeasedTask) -> None:
+    async def _attempt(self, task: LeasedTask) -> bool | None:
         meta = await self._meta(task.seq)
         if meta is None:  # deleted or purged since the lease
-            return
+            return None
         await self._begin(task, lease=False)
         await self._send(task, meta)
+        return None
 
     def _begin(self, task: LeasedTask, *, lease: bool) -> asyncio.Future[None]:
         now = self.clock.time()

@@ -29,6 +29,8 @@ import logging
 import math
 import threading
 from collections.abc import Callable
+from functools import partial
+from itertools import chain
 
 from proxy.config import QueueSettings
 from proxy.engines.delivery import build_request, cloud_tasks_headers
@@ -52,6 +54,7 @@ LEASE_BATCH = 100  # tasks taken per store round trip at most
 LEASE_PERIOD = 0.02
 LEASE_MARGIN = 30.0  # seconds a lease outlives the dispatch deadline
 MAX_IDLE = 1.0  # seconds between looks at the store when nothing seems due
+COMPLETE_RETRY = 1.0  # seconds before a completion the store refused is tried again
 
 
 class Dispatcher:
@@ -79,10 +82,15 @@ class Dispatcher:
         self.bucket = TokenBucket(queue.rate, queue.effective_burst, clock.monotonic())
         self.throttle = Throttle()
         self.in_flight: dict[int, asyncio.Task[None]] = {}
-        self._wake = asyncio.Event()
+        # Completions not yet committed, and their task's seq: held like attempts in flight
+        self._completing: dict[asyncio.Future[bool], int] = {}
+        self._retrying: dict[int, asyncio.TimerHandle] = {}  # completions to try again
+        self._sleeper: asyncio.Future[None] | None = None  # while run() sleeps
+        self._woken = False  # woken while awake: the next sleep returns at once
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._idle = False
+        self._capped = False  # the last step found no free slot: a finished attempt wakes it
         self._stopping = False
         self.paused = False  # set by the admin API: no new attempts, tasks still accepted
         name = queue.name
@@ -113,9 +121,16 @@ class Dispatcher:
         # The admin API may run on another event loop, in another thread. (Comparing
         # threads costs no system call; asyncio.get_running_loop() makes one.)
         if threading.get_ident() == self._loop_thread:
-            self._wake.set()
+            self._wake_up()
         else:
-            self._loop.call_soon_threadsafe(self._wake.set)
+            self._loop.call_soon_threadsafe(self._wake_up)
+
+    def _wake_up(self) -> None:
+        sleeper = self._sleeper
+        if sleeper is not None and not sleeper.done():
+            sleeper.set_result(None)
+        else:
+            self._woken = True
 
     async def step(self) -> float:
         """One scheduling round: lease as many due tasks as tokens and free slots allow
@@ -128,6 +143,7 @@ class Dispatcher:
             self._idle = False
             return MAX_IDLE  # resume() wakes us
         free = self.queue.concurrency - len(self.in_flight)
+        self._capped = free <= 0
         if free <= 0:
             self._idle = False
             return MAX_IDLE  # a finishing attempt wakes us earlier
@@ -140,16 +156,9 @@ class Dispatcher:
         # Idle from here on: a notify() that arrives while the lease query runs must wake
         # the next sleep, or a task enqueued meanwhile waits for the next due time.
         self._idle = True
-        lease = await self.store.lease(
-            self.queue.name,
-            now,
-            limit,
-            now + self.queue.dispatch_deadline + LEASE_MARGIN,
-            loop=self._loop,
-        )
+        held = frozenset(chain(self.in_flight, self._completing.values(), self._retrying))
+        lease = await self.store.lease(self.queue.name, now, limit, held, loop=self._loop)
         for task in lease.tasks:
-            if task.seq in self.in_flight:
-                continue  # its lease ran out while the attempt is still going
             self.bucket.try_take(self.clock.monotonic())
             # loop.create_task: asyncio.create_task asks for the running loop, a getpid()
             # system call each time.
@@ -177,26 +186,30 @@ class Dispatcher:
                 await self._sleep(delay)
 
     async def _sleep(self, seconds: float) -> None:
-        if self._wake.is_set():
-            self._wake.clear()
+        """Sleep ``seconds`` or until woken: one future and one timer (this runs once or
+        twice per lease, so two tasks and ``asyncio.wait`` were a measurable cost)."""
+        if self._woken:
+            self._woken = False
             return
-        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
-        waker = asyncio.ensure_future(self._wake.wait())
+        sleeper: asyncio.Future[None] = self._loop.create_future()
+        self._sleeper = sleeper
+        timer = self.clock.call_later(self._loop, seconds, partial(_resolve, sleeper))
         try:
-            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+            await sleeper
         finally:
-            sleeper.cancel()
-            waker.cancel()
-            self._wake.clear()
+            timer.cancel()
+            self._sleeper = None
+            self._woken = False
 
     def stop(self) -> None:
         """Take no more tasks (attempts in flight go on)."""
         self._stopping = True
-        self._wake.set()
+        self._wake_up()
 
     async def drain(self, grace: float) -> list[int]:
-        """Wait up to ``grace`` seconds for attempts in flight, cancel the rest; return the
-        ids (``seq``) of the cancelled tasks, whose leases the caller releases."""
+        """Wait up to ``grace`` seconds for attempts in flight (and the completions of
+        finished ones), cancel the rest; return the ids (``seq``) of the cancelled tasks,
+        whose leases the caller releases."""
         pending = set(self.in_flight.values())
         if pending:
             await asyncio.wait(pending, timeout=grace)
@@ -206,13 +219,25 @@ class Dispatcher:
         for task in cancelled.values():
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.completions()
+        for timer in self._retrying.values():
+            timer.cancel()  # unrecorded: delivered again at the next start
+        self._retrying.clear()
         return list(cancelled)
+
+    async def completions(self) -> None:
+        """Wait until the completions of the attempts that succeeded so far are committed
+        (or failed): they are lazy writes, done within the writer's
+        ``BOOKKEEPING_GATHER_SECONDS`` and a commit."""
+        if self._completing:
+            await asyncio.wait(set(self._completing))
 
     # ------------------------------------------------------------ delivery
 
     async def _deliver(self, task: LeasedTask) -> None:
+        completed: bool | None = False
         try:
-            await self._attempt(task)
+            completed = await self._attempt(task)
         except EngineError as exc:
             # The outcome could not be recorded: the lease runs out and the task is tried again.
             logger.warning(
@@ -223,9 +248,14 @@ class Dispatcher:
             logger.exception("queue %s: attempt of %s failed", self.queue.name, task.envelope.id)
         finally:
             self.in_flight.pop(task.seq, None)
-            self._wake.set()
+            # A retry may be due before the scheduler's next look, and a capped queue has
+            # a free slot now; a completed task changes neither.
+            if self._capped or not completed:
+                self._capped = False
+                self._wake_up()
 
-    async def _attempt(self, task: LeasedTask) -> None:
+    async def _attempt(self, task: LeasedTask) -> bool | None:
+        """One attempt of ``task`` and its record; True when it completed the task."""
         queue = self.queue
         request = build_request(queue, task.envelope)
         previous = task.last_status if task.attempts else None
@@ -247,11 +277,12 @@ class Dispatcher:
         self._dispatches[outcome.kind].inc()
         attempts = task.attempts + 1
         if outcome.success:
-            if await self.store.complete(task, loop=self._loop):
-                self.on_done(task.size, False)
+            # The slot is free once the answer is in: the row stays leased until the
+            # completion commits (lazily, with the next lease), so it is not taken again.
+            self._complete(task)
             self._task_attempts.observe(attempts)
             self._log(task, outcome, attempts, latency, "done")
-            return
+            return True
         now = self.clock.time()
         if outcome.throttles:
             self.throttle.throttled(self.clock.monotonic(), outcome.retry_after)
@@ -262,12 +293,50 @@ class Dispatcher:
                 self.on_done(task.size, True)
             self._task_attempts.observe(attempts)
             self._log(task, outcome, attempts, latency, "dead_letter", level=logging.WARNING)
-            return
+            return False
         delay = backoff_delay(queue.retry, attempts - 1)
         if outcome.retry_after is not None:
             delay = max(delay, outcome.retry_after)
         await self.store.retry(task, result, now + delay)
         self._log(task, outcome, attempts, latency, "retry", retry_in=round(delay, 3))
+        return False
+
+    def _complete(self, task: LeasedTask) -> None:
+        """Delete ``task`` (its attempt succeeded), lazily; it stays held until then."""
+        try:
+            completion = self.store.complete(task, loop=self._loop)
+        except EngineError as exc:  # the store is closed: delivered again at the next start
+            logger.warning(
+                "queue %s: cannot record the attempt of %s: %s",
+                self.queue.name, task.envelope.id, exc,
+            )  # fmt: skip
+            return
+        self._completing[completion] = task.seq
+        completion.add_done_callback(partial(self._completed, task))
+
+    def _completed(self, task: LeasedTask, completion: asyncio.Future[bool]) -> None:
+        self._completing.pop(completion, None)
+        if completion.cancelled():
+            return
+        error = completion.exception()
+        if error is None:
+            if completion.result():
+                self.on_done(task.size, False)
+            return
+        logger.warning(
+            "queue %s: cannot record the attempt of %s: %s",
+            self.queue.name, task.envelope.id, error,
+        )  # fmt: skip
+        if not self._stopping:
+            # Held meanwhile, so it is not delivered again while this process runs (it
+            # is, at the next start, if the store never recovers).
+            self._retrying[task.seq] = self._loop.call_later(
+                COMPLETE_RETRY, self._retry_complete, task
+            )
+
+    def _retry_complete(self, task: LeasedTask) -> None:
+        del self._retrying[task.seq]
+        self._complete(task)
 
     def _log(
         self,
@@ -297,3 +366,8 @@ class Dispatcher:
         if outcome.status is None:
             fields["error"] = outcome.error
         emit(delivery_log, level, "delivery", fields)  # never blocks (proxy/logsink.py)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -57,6 +57,11 @@ _LEASE = (
     f"{LEASED_TASK} INDEXED BY tasks_due"
     " WHERE queue = ? AND visible_at <= ? ORDER BY visible_at LIMIT ?"
 )
+_DUE = (
+    "SELECT seq FROM tasks INDEXED BY tasks_due"
+    " WHERE queue = ? AND visible_at <= ? ORDER BY visible_at LIMIT ?"
+)
+_NEXT_DUE = "SELECT MIN(visible_at) FROM tasks WHERE queue = ? AND visible_at > ?"
 SNIPPET_CHARS = 1024
 _IN_CHUNK = 500  # seqs per "IN (...)" list, well under SQLite's 32,766 parameters
 FAILURE_MEMORY = 5.0  # seconds a failed durable write keeps readiness down
@@ -228,25 +233,32 @@ class Store:
         queue: str,
         now: float,
         limit: int,
-        lease_until: float,
+        held: frozenset[int] = frozenset(),
         *,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> asyncio.Future[Lease]:
-        """Take up to ``limit`` tasks of ``queue`` due at ``now``, oldest ETA first, until
-        ``lease_until``; await a :class:`Lease`. ``loop``: the running loop, if known."""
+        """Take up to ``limit`` tasks of ``queue`` due at ``now``, oldest ETA first, but
+        none in ``held`` (the ``seq`` of the tasks the caller's attempts hold); await a
+        :class:`Lease`. ``loop``: the running loop, if known.
+
+        A lease writes nothing: it lives in the dispatcher's memory for as long as the
+        attempt and its record take. The row stays due meanwhile, so a process that stops
+        or crashes before recording the outcome leaves it to be delivered again, which
+        is at-least-once delivery without a lease to release.
+        """
 
         def run(conn: sqlite3.Connection) -> Lease:
-            rows = conn.execute(_LEASE, (queue, now, limit)).fetchall()
-            if rows:
-                conn.executemany(
-                    "UPDATE tasks SET visible_at = ?, leased = 1 WHERE seq = ?",
-                    [(lease_until, row[0]) for row in rows],
-                )
+            if held:
+                # The held tasks are the oldest due ones: skip them in the index alone,
+                # then read only the rows taken.
+                due = conn.execute(_DUE, (queue, now, limit + len(held))).fetchall()
+                seqs = [seq for (seq,) in due if seq not in held][:limit]
+                rows = _rows_in_order(conn, seqs)
+            else:
+                rows = conn.execute(_LEASE, (queue, now, limit)).fetchall()
             next_due = None
             if len(rows) < limit:
-                found = conn.execute(
-                    "SELECT MIN(visible_at) FROM tasks WHERE queue = ?", (queue,)
-                ).fetchone()
+                found = conn.execute(_NEXT_DUE, (queue, now)).fetchone()
                 next_due = found[0] if found else None
             return Lease([leased_task(row) for row in rows], next_due)
 
@@ -257,8 +269,9 @@ class Store:
     ) -> asyncio.Future[bool]:
         """Delete a task whose attempt succeeded; await whether it was still there (an
         operator may have deleted or purged it meanwhile). The completions of one batch
-        are one statement and one counter update per queue. ``loop``: the running loop."""
-        return self.writer.submit_grouped(self._complete, task, durable=False, loop=loop)
+        are one statement and one counter update per queue; they are lazy (see the writer),
+        riding with the queue's next lease. ``loop``: the running loop."""
+        return self.writer.submit_grouped(self._complete, task, durable=False, lazy=True, loop=loop)
 
     @staticmethod
     def _complete(conn: sqlite3.Connection, tasks: list[LeasedTask]) -> list[Any]:
@@ -412,6 +425,16 @@ def _bump(conn: sqlite3.Connection, queue: str, tasks: int, size: int, dead: int
             "INSERT INTO counters (queue, tasks, bytes, dead) VALUES (?, ?, ?, ?)",
             (queue, tasks, size, dead),
         )
+
+
+def _rows_in_order(conn: sqlite3.Connection, seqs: list[int]) -> list[Any]:
+    """The :data:`LEASED_TASK` rows of ``seqs``, in that order (those still there)."""
+    if not seqs:
+        return []
+    marks = ",".join("?" * len(seqs))
+    sql = f"{LEASED_TASK} WHERE seq IN ({marks})"
+    found = {row[0]: row for row in conn.execute(sql, seqs)}
+    return [found[seq] for seq in seqs if seq in found]
 
 
 def leased_task(row: tuple[Any, ...]) -> LeasedTask:

@@ -12,6 +12,7 @@ import pytest
 
 from proxy.config import QueueSettings, RetrySettings
 from proxy.engines.http_client import delivery_session
+from proxy.engines.local import dispatcher as dispatcher_module
 from proxy.engines.local.attempt import SessionSender
 from proxy.engines.local.clock import ManualClock
 from proxy.engines.local.dispatcher import Dispatcher
@@ -65,10 +66,12 @@ class Rig:
             await self.store.enqueue(env)
 
     async def step(self) -> float:
-        """One scheduling round, then let every attempt it started finish."""
+        """One scheduling round, then let every attempt it started finish and its outcome
+        be recorded."""
         assert self.dispatcher is not None
         delay = await self.dispatcher.step()
         await asyncio.gather(*self.dispatcher.in_flight.values())
+        await self.dispatcher.completions()
         return delay
 
 
@@ -265,8 +268,37 @@ async def test_future_tasks_wait_for_their_eta(rig: Rig) -> None:
     assert len(rig.seen) == 1
 
 
+async def test_a_refused_completion_is_retried_and_not_delivered_twice(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the store cannot record a success, the task stays held (no second delivery
+    while the process runs) and the completion is tried again until it is written."""
+    monkeypatch.setattr(dispatcher_module, "COMPLETE_RETRY", 0.05)
+    dispatcher = rig.make()
+    await rig.add(1)
+    refuse = (
+        "CREATE TEMP TRIGGER refuse BEFORE DELETE ON tasks BEGIN SELECT RAISE(ABORT, 'no'); END"
+    )
+    await rig.store.writer.submit(lambda conn: conn.execute(refuse) and None)
+    await rig.step()  # delivered; its completion fails (the store refuses deletes)
+    assert len(rig.seen) == 1
+    await rig.step()
+    assert len(rig.seen) == 1  # held, not taken again
+    assert rig.store.counts()["q"].tasks == 1
+    await rig.store.writer.submit(lambda conn: conn.execute("DROP TRIGGER refuse") and None)
+    for _ in range(200):  # the retry comes after 0.05 s of real time
+        if rig.store.counts()["q"].tasks == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert rig.store.counts()["q"].tasks == 0
+    await rig.step()
+    assert len(rig.seen) == 1
+    assert dispatcher.in_flight == {}
+
+
 async def test_drain_cancels_slow_attempts_and_reports_them(rig: Rig) -> None:
-    """Attempts still running after the grace period are cancelled and listed for release."""
+    """Attempts still running after the grace period are cancelled and listed; their
+    tasks are due again at once (a lease lives in the dispatcher's memory)."""
 
     async def hang(request: Seen) -> Reply:
         await asyncio.Event().wait()
@@ -279,7 +311,8 @@ async def test_drain_cancels_slow_attempts_and_reports_them(rig: Rig) -> None:
     dispatcher.stop()
     abandoned = await dispatcher.drain(grace=0.05)
     assert len(abandoned) == 2
-    assert await rig.store.release(abandoned) == 2
+    again = await rig.store.lease("q", rig.clock.time(), 10)
+    assert sorted(task.seq for task in again.tasks) == sorted(abandoned)
 
 
 async def test_one_log_line_per_attempt(rig: Rig, log_lines: CapturedLines) -> None:

@@ -108,7 +108,7 @@ async def test_shutdown_releases_attempts_still_running(
     try:
         assert counts["q"].tasks == 1
         assert released_at_open == 0  # aclose already released it
-        lease = await store.lease("q", now=10.0, limit=5, lease_until=20.0)
+        lease = await store.lease("q", now=10.0, limit=5)
         assert [t.envelope.id for t in lease.tasks] == ["t1"]
     finally:
         store.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy.engines.local import writer
 from proxy.engines.local.clock import ManualClock
 from proxy.engines.local.schema import SCHEMA_VERSION
 from proxy.engines.local.store import AttemptResult, Store
@@ -83,7 +84,7 @@ async def test_enqueue_persists_the_envelope(h: Harness) -> None:
     """An enqueued task is in the file with its method, path, headers and body."""
     result = await h.store.enqueue(envelope(1))
     assert (result.task_id, result.queue, result.duplicate) == ("task1", "q", False)
-    lease = await h.store.lease("q", now=3000, limit=10, lease_until=4000)
+    lease = await h.store.lease("q", now=3000, limit=10)
     (task,) = lease.tasks
     assert task.envelope.body == b"body 1"
     assert task.envelope.headers == (("content-type", "text/plain"), ("x-n", "1"))
@@ -145,37 +146,53 @@ async def test_key_is_reusable_after_the_window(h: Harness) -> None:
 
 
 async def test_lease_takes_due_tasks_in_eta_order(h: Harness) -> None:
-    """Due tasks come oldest ETA first; future ones stay; leased ones are not taken twice."""
+    """Due tasks come oldest ETA first; future ones stay; held ones are skipped."""
     await h.store.enqueue(envelope(1, schedule=1500))
     await h.store.enqueue(envelope(2))  # eta 1002
     await h.store.enqueue(envelope(3, schedule=5000))
-    first = await h.store.lease("q", now=2000, limit=10, lease_until=2100)
+    first = await h.store.lease("q", now=2000, limit=10)
     assert [t.envelope.id for t in first.tasks] == ["task2", "task1"]
-    assert first.next_due == 2100  # the leases themselves expire first
-    again = await h.store.lease("q", now=2000, limit=10, lease_until=2100)
-    assert again.tasks == []
+    assert first.next_due == 5000
+    held = frozenset(t.seq for t in first.tasks)
+    again = await h.store.lease("q", now=2000, limit=10, held=held)
+    assert (again.tasks, again.next_due) == ([], 5000)
 
 
-async def test_expired_lease_is_due_again(h: Harness) -> None:
-    """A task whose lease ran out (its attempt never reported) is leased again."""
+async def test_held_tasks_are_skipped_not_counted(h: Harness) -> None:
+    """With the oldest due task held, a lease of one takes the next one."""
+    for n in range(3):
+        await h.store.enqueue(envelope(n))
+    (oldest,) = (await h.store.lease("q", now=2000, limit=1)).tasks
+    (second,) = (await h.store.lease("q", now=2000, limit=1, held=frozenset({oldest.seq}))).tasks
+    assert (oldest.envelope.id, second.envelope.id) == ("task0", "task1")
+    rest = await h.store.lease("q", now=2000, limit=5, held=frozenset({oldest.seq, second.seq}))
+    assert [t.envelope.id for t in rest.tasks] == ["task2"]
+
+
+async def test_a_lease_writes_nothing(h: Harness) -> None:
+    """A leased task stays due in the file: if its attempt is never recorded (the process
+    stopped), it is taken again once nobody holds it."""
     await h.store.enqueue(envelope(1))
-    await h.store.lease("q", now=2000, limit=1, lease_until=2100)
-    assert (await h.store.lease("q", now=2099, limit=1, lease_until=2200)).tasks == []
-    assert len((await h.store.lease("q", now=2100, limit=1, lease_until=2200)).tasks) == 1
+    (task,) = (await h.store.lease("q", now=2000, limit=1)).tasks
+    assert h.store.read("SELECT leased, visible_at FROM tasks") == [(0, 1001.0)]
+    (again,) = (await h.store.lease("q", now=2000, limit=1)).tasks
+    assert again.seq == task.seq
 
 
 async def test_restart_releases_leases_of_the_previous_process(h: Harness) -> None:
-    """Reopening the file makes tasks leased by the earlier process due at once."""
+    """Reopening the file makes tasks leased in the file by the earlier process (the
+    local Cloud Tasks server's RunTask does that) due at once."""
     for n in range(5):
         await h.store.enqueue(envelope(n))
-    leased = await h.store.lease("q", now=2000, limit=3, lease_until=99999)
-    assert len(leased.tasks) == 3
+    sql = "UPDATE tasks SET visible_at = 99999, leased = 1 WHERE seq IN (1, 2, 3)"
+    await h.store.writer.submit(lambda conn: conn.execute(sql) and None)
+    assert len((await h.store.lease("q", now=2000, limit=10)).tasks) == 2
     h.store.close()
     h.store = h.make()
     counts, released = h.store.open(["q"])
     assert released == 3
     assert counts["q"].tasks == 5
-    again = await h.store.lease("q", now=2000, limit=10, lease_until=2100)
+    again = await h.store.lease("q", now=2000, limit=10)
     assert len(again.tasks) == 5
 
 
@@ -183,7 +200,7 @@ async def test_complete_deletes_and_counts(h: Harness) -> None:
     """A completed task leaves the file and the queue counters."""
     await h.store.enqueue(envelope(1))
     await h.store.enqueue(envelope(2))
-    (task, _) = (await h.store.lease("q", now=2000, limit=2, lease_until=2100)).tasks
+    (task, _) = (await h.store.lease("q", now=2000, limit=2)).tasks
     await h.store.complete(task)
     assert h.count() == 1
     assert h.store.counts()["q"].tasks == 1
@@ -193,10 +210,10 @@ async def test_complete_deletes_and_counts(h: Harness) -> None:
 async def test_retry_records_the_attempt_and_next_eta(h: Harness) -> None:
     """A failed attempt bumps the counts, keeps the status and sets the next ETA."""
     await h.store.enqueue(envelope(1))
-    (task,) = (await h.store.lease("q", now=2000, limit=1, lease_until=2100)).tasks
+    (task,) = (await h.store.lease("q", now=2000, limit=1)).tasks
     await h.store.retry(task, AttemptResult(2000, 500, False, "boom"), eta=2010)
-    assert (await h.store.lease("q", now=2009, limit=1, lease_until=2100)).tasks == []
-    (again,) = (await h.store.lease("q", now=2010, limit=1, lease_until=2100)).tasks
+    assert (await h.store.lease("q", now=2009, limit=1)).tasks == []
+    (again,) = (await h.store.lease("q", now=2010, limit=1)).tasks
     assert (again.attempts, again.responses, again.last_status, again.eta) == (1, 0, 500, 2010)
     assert again.first_attempt_at == 2000
 
@@ -204,7 +221,7 @@ async def test_retry_records_the_attempt_and_next_eta(h: Harness) -> None:
 async def test_dead_letter_keeps_status_and_snippet(h: Harness) -> None:
     """A task out of attempts moves to the dead-letter table with its last answer."""
     await h.store.enqueue(envelope(1))
-    (task,) = (await h.store.lease("q", now=2000, limit=1, lease_until=2100)).tasks
+    (task,) = (await h.store.lease("q", now=2000, limit=1)).tasks
     await h.store.dead_letter(task, AttemptResult(2000, 404, True, "no such thing"), now=2001)
     assert h.count() == 0
     (dead,) = h.store.dead_letters("q")
@@ -253,6 +270,48 @@ async def test_disk_full_fails_the_batch_and_stores_nothing(h: Harness) -> None:
     await run_on_writer(h.store, lambda c: c.execute("PRAGMA max_page_count=1073741823"))
     await h.store.enqueue(envelope(9, body=b"x" * 20000))
     assert h.count() == 2
+
+
+async def test_a_failed_enqueue_does_not_fail_the_completions_beside_it(h: Harness) -> None:
+    """On a full disk, the enqueues of a batch fail but the completions that rode with
+    them are committed on their own (a lost completion would mean a second delivery)."""
+    await h.store.enqueue(envelope(0))
+    (task,) = (await h.store.lease("q", now=3000, limit=1)).tasks
+    await run_on_writer(
+        h.store,
+        lambda c: c.execute(
+            f"PRAGMA max_page_count={c.execute('PRAGMA page_count').fetchone()[0]}"
+        ),
+    )
+    release, blocker = await block_writer(h.store)
+    completion = h.store.complete(task)
+    enqueues = [h.store.enqueue(envelope(n, body=b"x" * 20000)) for n in range(1, 4)]
+    release.set()
+    await blocker
+    results = await asyncio.gather(*enqueues, return_exceptions=True)
+    assert all(isinstance(r, EngineUnavailableError) for r in results)
+    assert await completion is True
+    assert h.count() == 0
+    assert h.store.counts()["q"].tasks == 0
+
+
+async def test_a_completion_waits_for_company(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A completion alone is not written at once; the next other job takes it along, in
+    the same transaction."""
+    monkeypatch.setattr(writer, "BOOKKEEPING_GATHER_SECONDS", 600.0)
+    await h.store.enqueue(envelope(0))
+    await h.store.enqueue(envelope(1))
+    first, second = (await h.store.lease("q", now=3000, limit=2)).tasks
+    completion = h.store.complete(first)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not completion.done()
+    # A lease submitted now runs in the completion's transaction, after it: it no longer
+    # sees the completed task.
+    lease = h.store.lease("q", now=3000, limit=5)
+    assert [t.seq for t in (await lease).tasks] == [second.seq]
+    assert completion.done()
+    assert completion.result() is True
 
 
 async def test_read_only_store_is_unavailable(h: Harness) -> None:
@@ -329,7 +388,7 @@ async def test_a_schema_1_file_is_upgraded_and_its_json_headers_still_read(
     counts, _ = store.open(["q"])
     try:
         assert counts["q"].tasks == 1
-        lease = await store.lease("q", now=10.0, limit=5, lease_until=100.0)
+        lease = await store.lease("q", now=10.0, limit=5)
         assert [t.envelope.headers for t in lease.tasks] == [
             (("content-type", "text/plain"), ("x-a", "1"))
         ]
