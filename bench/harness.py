@@ -166,6 +166,16 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def pin_descendants(pid: int, cpus: set[int]) -> list[int]:
+    """Move every live process below ``pid`` (the proxy's delivery processes) to ``cpus``;
+    the pids moved."""
+    moved = descendants(pid)
+    for child in moved:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(child, cpus)
+    return moved
+
+
 def children_ticks(pid: int) -> int:
     """User + system ticks of the live descendants of ``pid`` plus those of its children
     that have exited and were waited for (cutime + cstime of /proc/<pid>/stat)."""

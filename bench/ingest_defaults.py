@@ -20,6 +20,12 @@ keep-alive connections, ~1 KiB JSON POSTs, closed loop, 3,000 requests of warm-u
   backend. The warm-up and the measurement only add tasks, so the backlog never empties
   (its depth is read before and after the window); the delivered rate is the backend's
   count over the measured window;
+- ``proxy_delivering_2cpu``: as ``proxy_delivering``, but its delivery process (the
+  ``local.delivery_processes`` child, which makes the HTTP requests) moved to CPU 1, beside
+  the load generator and the backend, as it would run on a 2-core machine: the proxy
+  process itself (event loop, SQLite writer, scheduling) stays alone on CPU 0, like the
+  bare app. The load generator loses what the child takes from CPU 1, so this row errs
+  against the proxy;
 - extra rows, labelled as such: both proxy modes with ``--log-level warning`` (logging off:
   the figure earlier benches reported).
 
@@ -53,7 +59,7 @@ from bench.loadgen import LoadResult, run_load
 NAME = "ingest_defaults"  # its file in bench/results
 WARMUP = 3000
 SETTLE = 0.5  # after the warm-up: the dispatcher is past its initial burst
-MODES = ("bare", "proxy", "proxy_delivering")
+MODES = ("bare", "proxy", "proxy_delivering", "proxy_delivering_2cpu")
 EXTRAS = ("proxy_log_warning", "proxy_delivering_log_warning")
 
 
@@ -172,6 +178,8 @@ def measure_proxy(
         log_sink(log, log_to) as (stderr, log_size),
         harness.proxy(config, tree=tree, extra=extra, stderr=stderr) as p,
     ):
+        if mode.endswith("_2cpu"):
+            harness.pin_descendants(p.pid, {1})
         check(load(p.port, WARMUP), WARMUP)
         if backend:
             time.sleep(SETTLE)

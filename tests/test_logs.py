@@ -236,21 +236,24 @@ _VALUES = st.one_of(
     ),
     exc=st.one_of(st.none(), st.text(min_size=1)),
     millis=st.integers(min_value=0, max_value=999),
+    level=st.sampled_from(["info", "warning"]),
+    msg=st.one_of(st.just('re"quest'), st.text(max_size=6)),
 )
 def test_json_line_is_what_json_dumps_writes(
-    fields: dict[str, object], exc: str | None, millis: int
+    fields: dict[str, object], exc: str | None, millis: int, level: str, msg: str
 ) -> None:
     """The hand-built JSON line is character for character json.dumps of the entry, for
     any field names and values (escapes, non-finite floats, nested values, and names
-    that collide with ts/level/logger/msg/exc)."""
+    that collide with ts/level/logger/msg/exc) and messages (the quoted parts it keeps
+    between lines must be the right ones)."""
     entry: dict[str, object] = {
         "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(1_764_633_600)) + f".{millis:03d}Z",
-        "level": "info",
+        "level": level,
         "logger": "ingest_proxy.ingress",
-        "msg": 're"quest',
+        "msg": msg,
     }
     entry.update(fields)
     if exc:
         entry["exc"] = exc
-    line = json_line(1_764_633_600, millis, "info", "ingest_proxy.ingress", 're"quest', fields, exc)
+    line = json_line(1_764_633_600, millis, level, "ingest_proxy.ingress", msg, fields, exc)
     assert line == json.dumps(entry, default=str)
