@@ -12,8 +12,10 @@ Jobs that need durability (enqueues) make the batch commit with the configured
 with ``NORMAL``: in WAL mode they survive a process crash, and losing one to a power cut
 only means a task is delivered again, which at-least-once delivery allows.
 
-A *lazy* job (a completion: nobody waits on it) does not make a batch go: it waits up to
-``BOOKKEEPING_GATHER_SECONDS`` for other jobs and goes with the first batch that does.
+A *lazy* job (a completion: nobody waits on it) waits ``BOOKKEEPING_GATHER_SECONDS``
+(or until ``LAZY_MAX`` gathered) and then goes with whatever batch goes next: deleting
+tasks rewrites the pages at the old end of the table and its indexes, so fifty deletes in
+one commit write about the pages two would.
 """
 
 from __future__ import annotations
@@ -43,15 +45,15 @@ Group = Callable[[sqlite3.Connection, list[Any]], list[Any]]
 _STOP = object()
 PAGE_SIZE = 16384  # bytes, for new database files
 GATHER_SECONDS = 0.0003  # under load, wait this long after a commit before the next batch
-# A lazy job (a completion) waits this long for company before it goes to the thread
-# alone; any other job sends it along at once. A queue leases every LEASE_PERIOD (20 ms)
-# at its rate limit, so its completions ride with its next lease: one commit, not one
-# per completion (a commit of 16 KiB pages costs 300-400 us of the writer's CPU).
-BOOKKEEPING_GATHER_SECONDS = 0.025
+# Lazy jobs (completions) gather this long, or up to LAZY_MAX of them, before they go. At
+# 500 deliveries/s that is 50 deletes per commit; riding with every enqueue batch instead
+# (hundreds a second), each delete rewrote the same 16 KiB pages nearly alone.
+BOOKKEEPING_GATHER_SECONDS = 0.1
+LAZY_MAX = 500
 
 
 class _Job:
-    __slots__ = ("durable", "fn", "future", "group", "lazy", "loop", "payload")
+    __slots__ = ("durable", "fn", "future", "group", "loop", "payload")
 
     def __init__(
         self,
@@ -61,7 +63,6 @@ class _Job:
         loop: asyncio.AbstractEventLoop,
         future: asyncio.Future[Any],
         durable: bool,
-        lazy: bool,
     ) -> None:
         self.group = group
         self.fn = fn
@@ -69,19 +70,19 @@ class _Job:
         self.loop = loop
         self.future = future
         self.durable = durable
-        self.lazy = lazy
 
 
 class _Gathering:
     """The jobs one event loop submitted since its last batch went to the thread."""
 
-    __slots__ = ("delayed", "in_flight", "jobs", "scheduled")
+    __slots__ = ("in_flight", "jobs", "lazy", "lazy_timer", "scheduled")
 
     def __init__(self) -> None:
-        self.jobs: list[_Job] = []
+        self.jobs: list[_Job] = []  # for the next batch
+        self.lazy: list[_Job] = []  # lazy jobs not yet due
+        self.lazy_timer: asyncio.TimerHandle | None = None  # when they are due
         self.in_flight = False  # a batch of this loop is being written
         self.scheduled = False  # a flush is scheduled on the loop
-        self.delayed = False  # ... BOOKKEEPING_GATHER_SECONDS ahead (only lazy jobs wait)
 
 
 def unavailable(exc: sqlite3.Error) -> EngineUnavailableError:
@@ -166,9 +167,10 @@ class Writer:
         """Add ``payload`` to ``group``'s list in the next batch: ``group(connection,
         payloads)`` runs once per batch and returns one result (or exception) per payload.
 
-        ``lazy``: the job may wait up to ``BOOKKEEPING_GATHER_SECONDS`` for other jobs (see
-        the module docstring). ``loop`` is the running loop, when the caller knows it:
-        asking asyncio costs a system call (a fork check), once per enqueue otherwise.
+        ``lazy``: the job waits ``BOOKKEEPING_GATHER_SECONDS`` (or until ``LAZY_MAX`` are
+        gathered), then goes with the next batch (see the module docstring). ``loop`` is
+        the running loop, when the caller knows it: asking asyncio costs a system call (a
+        fork check), once per enqueue otherwise.
         """
         return self._put(group, None, payload, durable, loop, lazy and not durable)
 
@@ -189,24 +191,36 @@ class Writer:
         gathering = self._gathering.get(loop)
         if gathering is None:
             gathering = self._gathering[loop] = _Gathering()
-        gathering.jobs.append(_Job(group, fn, payload, loop, future, durable, lazy))
-        if gathering.in_flight:
-            return future  # _settle sends it
-        if not gathering.scheduled:
+        job = _Job(group, fn, payload, loop, future, durable)
+        if lazy:
+            gathering.lazy.append(job)
+            if len(gathering.lazy) >= LAZY_MAX:
+                self._lazy_due(gathering)
+            elif gathering.lazy_timer is None:
+                gathering.lazy_timer = loop.call_later(
+                    BOOKKEEPING_GATHER_SECONDS, self._lazy_due, gathering
+                )
+            return future
+        gathering.jobs.append(job)
+        if not gathering.in_flight and not gathering.scheduled:  # else _settle sends it
             gathering.scheduled = True
-            if lazy:
-                gathering.delayed = True
-                loop.call_later(BOOKKEEPING_GATHER_SECONDS, self._flush, gathering)
-            else:
-                loop.call_soon(self._flush, gathering)
-        elif not lazy and gathering.delayed:
-            gathering.delayed = False  # the delayed flush finds nothing, or what came later
             loop.call_soon(self._flush, gathering)
         return future
 
+    def _lazy_due(self, gathering: _Gathering) -> None:
+        """The lazy jobs go with the next batch (on the loop)."""
+        if gathering.lazy_timer is not None:
+            gathering.lazy_timer.cancel()
+            gathering.lazy_timer = None
+        gathering.jobs += gathering.lazy
+        gathering.lazy = []
+        if not gathering.in_flight and not gathering.scheduled:
+            gathering.scheduled = True
+            gathering.jobs[0].loop.call_soon(self._flush, gathering)
+
     def _flush(self, gathering: _Gathering) -> None:
         """Hand the loop's gathered jobs to the thread (on the loop)."""
-        gathering.scheduled = gathering.delayed = False
+        gathering.scheduled = False
         if gathering.in_flight or not gathering.jobs:
             return
         jobs, gathering.jobs = gathering.jobs, []
@@ -226,15 +240,11 @@ class Writer:
         if gathering is not None:
             gathering.in_flight = False
             if gathering.jobs and not gathering.scheduled:
+                # Jobs arrived while that batch was written: the proxy is busy, and more
+                # are on their way. Wait a moment for them: fewer, larger commits cost less
+                # CPU per task (the fsync and the index pages are per commit).
                 gathering.scheduled = True
-                if all(job.lazy for job in gathering.jobs):
-                    gathering.delayed = True
-                    loop.call_later(BOOKKEEPING_GATHER_SECONDS, self._flush, gathering)
-                else:
-                    # Jobs arrived while that batch was written: the proxy is busy, and
-                    # more are on their way. Wait a moment for them: fewer, larger commits
-                    # cost less CPU per task (the fsync and the index pages are per commit).
-                    loop.call_later(GATHER_SECONDS, self._flush, gathering)
+                loop.call_later(GATHER_SECONDS, self._flush, gathering)
 
     # ------------------------------------------------------------ the thread
 

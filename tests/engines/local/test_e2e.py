@@ -96,7 +96,11 @@ def test_backend_errors_then_recovery(tmp_path: Path, backend: RecordingBackend)
             timeout=60,
             message="not every task was delivered after the backend recovered",
         )
-        assert metric(proxy, "ingest_proxy_queue_depth") == 0
+        wait_for(  # completions are written in gathered batches, within a second
+            lambda: metric(proxy, "ingest_proxy_queue_depth") == 0,
+            timeout=10,
+            message="the delivered tasks did not leave the queue",
+        )
     assert set(by_body(backend.received)) == set(bodies)
     for body, attempts in by_body(backend.received).items():
         assert len(attempts) == 4, body

@@ -295,23 +295,22 @@ async def test_a_failed_enqueue_does_not_fail_the_completions_beside_it(h: Harne
     assert h.store.counts()["q"].tasks == 0
 
 
-async def test_a_completion_waits_for_company(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A completion alone is not written at once; the next other job takes it along, in
-    the same transaction."""
+async def test_completions_gather_and_go_together(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A completion is not written at once, nor with the next other job: completions
+    gather (here until two are waiting) and then go in one batch."""
     monkeypatch.setattr(writer, "BOOKKEEPING_GATHER_SECONDS", 600.0)
+    monkeypatch.setattr(writer, "LAZY_MAX", 2)
     await h.store.enqueue(envelope(0))
     await h.store.enqueue(envelope(1))
     first, second = (await h.store.lease("q", now=3000, limit=2)).tasks
     completion = h.store.complete(first)
-    for _ in range(5):
-        await asyncio.sleep(0)
+    lease = await h.store.lease("q", now=3000, limit=5)  # goes, and without it
+    assert [t.seq for t in lease.tasks] == [first.seq, second.seq]
     assert not completion.done()
-    # A lease submitted now runs in the completion's transaction, after it: it no longer
-    # sees the completed task.
-    lease = h.store.lease("q", now=3000, limit=5)
-    assert [t.seq for t in (await lease).tasks] == [second.seq]
-    assert completion.done()
-    assert completion.result() is True
+    assert await asyncio.gather(completion, h.store.complete(second)) == [True, True]
+    assert h.count() == 0
 
 
 async def test_read_only_store_is_unavailable(h: Harness) -> None:
