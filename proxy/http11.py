@@ -51,7 +51,7 @@ from proxy.errors import BodyTooLargeError
 from proxy.ingress import Answer, Ingress, Pending, declares_body, too_large
 from proxy.problems import refusal_parts
 from proxy.protocol import BODY_LATE_PARTS, HEAD_LATE_PARTS, HEAD_TOO_LARGE_PARTS
-from proxy.targets import BAD_TARGET, TargetError, absolute_form, origin_form
+from proxy.targets import BAD_TARGET, TargetError, absolute_form
 
 logger = logging.getLogger("ingest_proxy.http")
 
@@ -235,42 +235,24 @@ class IngressProtocol(asyncio.Protocol):
             self._parse_in_turn(data)
         self._resume_reading()
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes, piece: bool = False) -> None:
+        """Parse ``data``; ``piece``: a piece cut by :meth:`_parse_in_turn`."""
         if self.stopped:
             return  # refused, ended or closed already: read no further
         self.idle_since = None
-        # At most 1 + n // 2 requests end in ``data``, n its LFs up to its last CR: the one
-        # under way, and each that starts in it, which ends its head with CRLF CRLF. Two
-        # C scans of a few dozen bytes for a usual request: its body holds no CR.
-        most = 2 * (MAX_PIPELINED - len(self.line))
-        end = data.rfind(13) + 2
-        if (data.count(10, 0, end) if end < 4096 else _lfs_before(data, end, most)) < most:
-            self._parse(data)
-        else:
-            self._parse_in_turn(data)
-
-    def _parse_in_turn(self, data: bytes) -> None:
-        """Parse ``data`` in pieces that end at most as many requests as the line has room
-        for; keep the rest unparsed, reading paused, when the line is full."""
-        start, end_of_data = 0, len(data)
-        while start < end_of_data and not self.stopped:
-            room = MAX_PIPELINED - len(self.line)
-            if room <= 0:
-                self.unread = data[start:]
-                self._pause_reading()
+        if not piece:
+            # At most 1 + n // 2 requests end in ``data``, n its LFs up to its last CR: the
+            # one under way, and each that starts in it, which ends its head with CRLF CRLF.
+            # Two C scans of a few dozen bytes for a usual request (its body holds no CR).
+            most = 2 * (MAX_PIPELINED - len(self.line))
+            end = data.rfind(13) + 2
+            if (data.count(10, 0, end) if end < 4096 else _lfs_before(data, end, most)) >= most:
+                self._parse_in_turn(data)
                 return
-            end = data.find(_HEAD_END, start)
-            if end < 0:
-                end = end_of_data
-            else:  # ends at most 2 requests, or with no whole _HEAD_END in it, 1
-                end += 4 if room >= 2 else 3
-            self._parse(data[start:end])
-            start = end
-
-    def _parse(self, data: bytes) -> None:
         in_head = self.head_deadline is not None
         in_body = self.pending if self.body_deadline is not None else None
-        size = self.size
+        if in_body is not None:
+            size = self.size
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -303,6 +285,24 @@ class IngressProtocol(asyncio.Protocol):
             self.framing += len(data) - (self.size - size)
             if self.framing > self.max_head_bytes:
                 self._fail(_FRAMING_TOO_LARGE)
+
+    def _parse_in_turn(self, data: bytes) -> None:
+        """Parse ``data`` in pieces that end at most as many requests as the line has room
+        for; keep the rest unparsed, reading paused, when the line is full."""
+        start, end_of_data = 0, len(data)
+        while start < end_of_data and not self.stopped:
+            room = MAX_PIPELINED - len(self.line)
+            if room <= 0:
+                self.unread = data[start:]
+                self._pause_reading()
+                return
+            end = data.find(_HEAD_END, start)
+            if end < 0:
+                end = end_of_data
+            else:  # ends at most 2 requests, or with no whole _HEAD_END in it, 1
+                end += 4 if room >= 2 else 3
+            self.data_received(data[start:end], piece=True)
+            start = end
 
     def eof_received(self) -> bool:
         """The client closed its side: answer the requests it sent (a request it left
@@ -400,15 +400,24 @@ class IngressProtocol(asyncio.Protocol):
         http_version = parser.get_http_version()
         method = parser.get_method().decode("ascii")
         self.keep_alive = http_version != "1.0" and parser.should_keep_alive()
-        if http_version[0] != "1":
-            self._refuse_unread(_VERSION, method)
-            return
-        if http_version[2] > "1":
+        if http_version != "1.1" and http_version != "1.0":
+            if http_version[0] != "1":
+                self._refuse_unread(_VERSION, method)
+                return
             http_version = "1.1"  # a later 1.x is read as the 1.1 it builds on
         url = self.url
+        authority = None
         try:
-            raw_path, query, authority = origin_form(url) if url[:1] == b"/" else absolute_form(url)
+            if url[:1] == b"/":  # origin-form, as proxy.targets.origin_form (inline: hot)
+                parsed = httptools.parse_url(url)
+                raw_path: bytes = parsed.path
+                query: bytes = parsed.query or b""
+            else:
+                raw_path, query, authority = absolute_form(url)
             path = raw_path.decode("ascii")
+        except httptools.HttpParserInvalidURLError:
+            self._refuse_head(BAD_TARGET, method)
+            return
         except TargetError as exc:
             self._refuse_head(exc.refusal, method)
             return

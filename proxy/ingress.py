@@ -591,15 +591,10 @@ def _read_head(scope: Scope) -> _Head:
             forwarded_for = hops if forwarded_for is None else f"{forwarded_for}, {hops}"
         else:
             forwarded_proto = value.decode("latin-1")
-    chunked = codings is not None
-    if codings is not None and codings.strip().lower() != b"chunked":
-        _check_codings(codings)
-    if chunked and scope.get("http_version") == "1.0":
-        # RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding is faulty framing.
-        raise BadRequestError(
-            "An HTTP/1.0 request cannot use Transfer-Encoding; use HTTP/1.1 or Content-Length.",
-            code="transfer_encoding_in_http10",
-        )
+    chunked = False
+    if codings is not None:
+        _check_codings(codings, scope)
+        chunked = True
     host = _host_value(found, scope)
     authority = scope.get("authority")  # of an absolute-form target: stands for Host
     if authority is not None:
@@ -607,11 +602,19 @@ def _read_head(scope: Scope) -> _Head:
     return _Head(host, control, length, upgrade, chunked, forwarded_for, forwarded_proto)
 
 
-def _check_codings(codings: bytes) -> None:
+def _check_codings(codings: bytes, scope: Scope) -> None:
     """Refuse transfer codings other than ``chunked`` alone: 400 when chunked is not the
     last (the body's length cannot be known, RFC 9112 §6.3), else 501 (RFC 9112 §6.1):
     the parser removes only the chunked coding, so the backend would get a body still
-    encoded (gzip, say) under the client's Content-Type."""
+    encoded (gzip, say) under the client's Content-Type. Any coding on HTTP/1.0 is 400."""
+    if scope.get("http_version") == "1.0":
+        # RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding is faulty framing.
+        raise BadRequestError(
+            "An HTTP/1.0 request cannot use Transfer-Encoding; use HTTP/1.1 or Content-Length.",
+            code="transfer_encoding_in_http10",
+        )
+    if codings.strip().lower() == b"chunked":
+        return
     names = [name.strip().lower() for name in codings.split(b",")]
     if names[-1] != b"chunked":
         raise BadRequestError(
