@@ -113,17 +113,23 @@ def measure(
     ):
         time.sleep(SETTLE)
         names = harness.thread_names(p.pid)
+        # The backend's counts are read over HTTP, which takes a while on a loaded machine:
+        # each is timed at the middle of its call, and the rates use the time between.
+        asked = time.monotonic()
         before = backend.stats()["by_prefix"]
+        counted_from = (asked + time.monotonic()) / 2
         backend_before = backend.ticks()
         with harness.cpu_window(p.pid, names) as window:
             time.sleep(seconds)
+        asked = time.monotonic()
         after = backend.stats()["by_prefix"]
+        counted_for = (asked + time.monotonic()) / 2 - counted_from
         backend_after = backend.ticks()
         metrics = p.metrics()
     assert isinstance(before, dict)
     assert isinstance(after, dict)
     per_queue_rate = [
-        round((after.get(f"/q{i}", 0) - before.get(f"/q{i}", 0)) / window.seconds, 1)
+        round((after.get(f"/q{i}", 0) - before.get(f"/q{i}", 0)) / counted_for, 1)
         for i in range(QUEUES)
     ]
     delivered = sum(after.get(f"/q{i}", 0) - before.get(f"/q{i}", 0) for i in range(QUEUES))
@@ -137,11 +143,13 @@ def measure(
         "backlog_per_queue": per_queue,
         "fill_seconds": round(fill_seconds, 1),
         "window_s": round(window.seconds, 2),
-        "deliveries_per_s": round(delivered / window.seconds, 1),
+        "counted_s": round(counted_for, 2),
+        "deliveries_per_s": round(delivered / counted_for, 1),
         "target_per_s": QUEUES * RATE,
         "per_queue_per_s": per_queue_rate,
         "backlog_left": backlog,
-        "proxy_cpu_us_per_delivery": window.us_per(delivered),
+        # the deliveries within the CPU window, at the rate counted around it
+        "proxy_cpu_us_per_delivery": window.us_per(round(delivered * window.seconds / counted_for)),
         "proxy_core_pct": window.core_pct(),
         "proxy_other_threads": window.other_names(),
         "proxy_child_processes": window.children,
