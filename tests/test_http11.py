@@ -489,6 +489,35 @@ def test_read_ahead_is_bounded_within_one_read() -> None:
     asyncio.run(main())
 
 
+def test_nothing_is_stored_while_the_client_does_not_read() -> None:
+    """While the transport's buffer is full (writing paused: the client reads nothing),
+    requests read wait in line and none is handed to the engine; once the client reads
+    again they are stored and answered, in order."""
+
+    async def main() -> None:
+        engine = GatedEngine()
+        app = create_app(SETTINGS, engine=engine)
+        protocol_class = ingress_protocol(10, 65536, 30)
+        protocol: Any = protocol_class(uvicorn.Config(app), ServerState(), {})  # type: ignore[call-arg]
+        transport = _Transport()
+        protocol.connection_made(transport)
+        protocol.pause_writing()
+        protocol.data_received(b"".join(_post(f"/w{n}") for n in range(3)))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert engine.envelopes == []
+        assert len(protocol.line) == 3
+        protocol.resume_writing()
+        deadline = time.monotonic() + TIMEOUT
+        while b"".join(transport.written).count(b"HTTP/1.1 202 ") < 3:
+            assert time.monotonic() < deadline, "the requests were not answered"
+            await asyncio.sleep(0)
+        assert [e.path for e in engine.envelopes] == ["/w0", "/w1", "/w2"]
+        protocol.connection_lost(None)
+
+    asyncio.run(main())
+
+
 # ---------------------------------------------------------------- any split of a byte stream
 
 
