@@ -7,7 +7,8 @@ the event loop. The ingress is called at two points: when the head is complete
 (:meth:`Ingress.start`, which routes and checks it) and when the body is
 (:meth:`Ingress.finish`, which enqueues it and answers once the task is durable).
 
-HTTP handling, all tested in tests/test_http11.py:
+HTTP handling, tested in tests/test_http11.py and, over raw sockets against the whole
+proxy on both event loops, in tests/security/test_framing.py:
 - keep-alive (closed after ``timeout_keep_alive`` idle seconds), HTTP/1.0, ``Connection:
   close``; pipelined requests are answered one at a time, in order;
 - ``Expect: 100-continue`` is answered once the head is accepted, and a head refused
@@ -17,8 +18,8 @@ HTTP handling, all tested in tests/test_http11.py:
   ``body_timeout`` seconds of the head (else 408), and no longer than the ingress's body
   limit (else 413, without reading the rest);
 - the framing of a chunked body (chunk sizes, chunk extensions, trailer fields) may take
-  at most ``max_head_bytes`` on the wire (else 431, without reading on): the parser keeps
-  a trailer field whole in memory until it ends;
+  at most ``max_head_bytes`` of the reads inside the body (else 431, without reading on):
+  the parser keeps a trailer field whole in memory until it ends;
 - a request the parser cannot read gets 400 and the connection is closed, after the
   answers owed to the requests before it (RFC 9112 §9.6); so does a client that closes
   its side in the middle of a request; one that closes it after whole requests gets their
