@@ -56,6 +56,14 @@ def goal_rows(
         f" {', '.join(f'{d:.0f}' for d in delivered)}/s",
         _verdict(busy["ratio_median_of_rounds"] >= 0.80),
     ))  # fmt: skip
+    spread = modes.get("proxy_delivering_2cpu")
+    if spread is not None:
+        rows.append((
+            "the same, the delivery process on CPU 1 (with the load generator)",
+            f"{spread['ratio_median_of_rounds']:.2f}x (per round"
+            f" {', '.join(f'{r:.2f}' for r in spread['ratios'])})",
+            _verdict(spread["ratio_median_of_rounds"] >= 0.80),
+        ))  # fmt: skip
     by_cpus = {m["cpus"]: m for m in capacity["modes"]}
     for cpus, mode in by_cpus.items():
         total = mode["proxy_cpu_us_per_delivery"]["total"]
