@@ -17,8 +17,11 @@ What the backend and the operator can rely on:
   then doubled back every 5 s; ``ingest_proxy_dispatch_rate`` shows the current rate.
 - When ``should_retry`` says no, the task moves to the dead-letter table with its last
   status and up to 1 KiB of the answer, instead of being deleted.
-- Delivery is at least once: an attempt whose outcome was not recorded (crash, store
-  error) is retried when its lease runs out or the next process starts.
+- Delivery is at least once: a lease lives in this dispatcher's memory (the tasks its
+  attempts hold are skipped by the next lease; nothing is written), so an attempt whose
+  outcome was not recorded is retried by the next process after a crash, or by this one
+  after a store error. A success is recorded lazily (with the others of about 0.1 s); a
+  refused one keeps its task held and is tried again every ``COMPLETE_RETRY`` seconds.
 """
 
 from __future__ import annotations
@@ -239,7 +242,7 @@ class Dispatcher:
         try:
             completed = await self._attempt(task)
         except EngineError as exc:
-            # The outcome could not be recorded: the lease runs out and the task is tried again.
+            # The outcome could not be recorded: no longer held, the task is due again.
             logger.warning(
                 "queue %s: cannot record the attempt of %s: %s",
                 self.queue.name, task.envelope.id, exc,
@@ -277,8 +280,8 @@ class Dispatcher:
         self._dispatches[outcome.kind].inc()
         attempts = task.attempts + 1
         if outcome.success:
-            # The slot is free once the answer is in: the row stays leased until the
-            # completion commits (lazily, with the next lease), so it is not taken again.
+            # The slot is free once the answer is in: the task stays held (not leased
+            # again) until its completion commits, lazily, with the others of ~0.1 s.
             self._complete(task)
             self._task_attempts.observe(attempts)
             self._log(task, outcome, attempts, latency, "done")

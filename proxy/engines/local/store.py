@@ -6,9 +6,10 @@ status and a response snippet), ``dedup`` (Idempotency-Key task id -> first task
 the de-dup window) and ``counters`` (per-queue task count, body bytes and dead letters,
 updated in the same transaction as the rows they count, so reading them is O(1)).
 
-A task row is *leased* while an attempt is in flight: ``visible_at`` then holds the lease
-expiry instead of the ETA, so the due-task index skips it, and a lease that outlives its
-process simply becomes due again. On start every lease of an earlier process is released.
+The embedded engine's leases are not written (see :meth:`Store.lease`): the dispatcher
+holds them in memory. A row written as *leased* (``leased = 1``, ``visible_at`` the lease
+expiry instead of the ETA, so the due-task index skips it) is the local Cloud Tasks
+server's RunTask; on start every such lease of an earlier process is released.
 All writes go through one :class:`Writer` thread (group commit).
 """
 
