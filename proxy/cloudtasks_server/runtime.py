@@ -95,7 +95,7 @@ class Runtime:
     async def aclose(self) -> None:
         """Stop dispatching, give attempts in flight the shutdown grace, close the file."""
         dispatchers = list(self.dispatchers.values())
-        await stop_dispatching(dispatchers, self._runs, self.store, self.shutdown_grace)
+        await stop_dispatching(dispatchers, self._runs, self.shutdown_grace)
         for dispatcher in dispatchers:
             await dispatcher.cancel_manual()
         for job in list(self._retiring):

@@ -211,8 +211,8 @@ class Dispatcher:
 
     async def drain(self, grace: float) -> list[int]:
         """Wait up to ``grace`` seconds for attempts in flight (and the completions of
-        finished ones), cancel the rest; return the ids (``seq``) of the cancelled tasks,
-        whose leases the caller releases."""
+        finished ones), cancel the rest; return the ids (``seq``) of the cancelled tasks
+        (due again at once: their leases were only this dispatcher's)."""
         pending = set(self.in_flight.values())
         if pending:
             await asyncio.wait(pending, timeout=grace)

@@ -205,7 +205,7 @@ class LocalEngine(LocalAdmin):
         if not self._started:
             return
         grace = self.settings.server.shutdown_grace
-        await stop_dispatching(self.dispatchers.values(), self._tasks, self.store, grace)
+        await stop_dispatching(self.dispatchers.values(), self._tasks, grace)
         for session in self._sessions:
             await session.close()
         for worker in self._workers:

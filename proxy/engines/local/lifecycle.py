@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from typing import IO
 
 from proxy.engines.local.dispatcher import Dispatcher
-from proxy.engines.local.store import Store
 from proxy.errors import EngineUnavailableError
 
 logger = logging.getLogger("ingest_proxy.local")
@@ -49,14 +48,12 @@ class DatabaseLock:
 
 
 async def stop_dispatching(
-    dispatchers: Iterable[Dispatcher],
-    background: Iterable[asyncio.Task[None]],
-    store: Store,
-    grace: float,
+    dispatchers: Iterable[Dispatcher], background: Iterable[asyncio.Task[None]], grace: float
 ) -> int:
     """Stop every dispatcher and background task, give the attempts in flight of all queues
-    together ``grace`` seconds, and release the leases of those still running (they are
-    retried at the next start). Returns how many were released."""
+    together ``grace`` seconds, and cancel those still running. Their leases were never
+    written (the dispatchers hold them in memory), so those tasks are due again at the
+    next start. Returns how many were cancelled."""
     dispatchers = list(dispatchers)
     for dispatcher in dispatchers:
         dispatcher.stop()
@@ -67,11 +64,10 @@ async def stop_dispatching(
         with contextlib.suppress(asyncio.CancelledError):
             await task
     drained = await asyncio.gather(*(d.drain(grace) for d in dispatchers))
-    abandoned = [seq for seqs in drained for seq in seqs]
+    abandoned = sum(len(seqs) for seqs in drained)
     if abandoned:
-        try:
-            await store.release(abandoned)
-        except EngineUnavailableError as exc:
-            logger.warning("could not release %d leases: %s", len(abandoned), exc)
-        logger.info("released %d attempts still in flight at shutdown", len(abandoned))
-    return len(abandoned)
+        logger.info(
+            "cancelled %d attempts still in flight at shutdown: delivered again at the next start",
+            abandoned,
+        )
+    return abandoned

@@ -337,18 +337,6 @@ class Store:
 
         return self.writer.submit(run)
 
-    def release(self, seqs: list[int]) -> asyncio.Future[int]:
-        """End the leases of tasks whose attempt was abandoned; they are due again at their
-        ETA. Await the number released."""
-
-        def run(conn: sqlite3.Connection) -> int:
-            return conn.executemany(
-                "UPDATE tasks SET visible_at = eta, leased = 0 WHERE seq = ? AND leased = 1",
-                [(seq,) for seq in seqs],
-            ).rowcount
-
-        return self.writer.submit(run)
-
     def prune_dedup(self, now: float) -> asyncio.Future[int]:
         """Forget Idempotency-Keys older than the de-dup window; await how many."""
         horizon = now - self.dedup_window

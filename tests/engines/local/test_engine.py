@@ -85,11 +85,11 @@ async def test_unknown_queue_and_closed_engine(tmp_path: Path) -> None:
         await running.enqueue(envelope(2))
 
 
-async def test_shutdown_releases_attempts_still_running(
+async def test_shutdown_cancels_attempts_still_running(
     tmp_path: Path, backend: LoopBackend
 ) -> None:
-    """Attempts that outlast the grace period are cancelled and their leases released, so
-    the task is due again at once after a restart."""
+    """Attempts that outlast the grace period are cancelled; their leases were never
+    written, so the task is due again at once after a restart."""
 
     async def hang(request: Seen) -> Reply:
         await asyncio.Event().wait()
@@ -107,7 +107,7 @@ async def test_shutdown_releases_attempts_still_running(
     counts, released_at_open = store.open(["q"])
     try:
         assert counts["q"].tasks == 1
-        assert released_at_open == 0  # aclose already released it
+        assert released_at_open == 0  # nothing was leased in the file
         lease = await store.lease("q", now=10.0, limit=5)
         assert [t.envelope.id for t in lease.tasks] == ["t1"]
     finally:
