@@ -242,11 +242,7 @@ class Dispatcher:
         try:
             completed = await self._attempt(task)
         except EngineError as exc:
-            # The outcome could not be recorded: no longer held, the task is due again.
-            logger.warning(
-                "queue %s: cannot record the attempt of %s: %s",
-                self.queue.name, task.envelope.id, exc,
-            )  # fmt: skip
+            self._unrecorded(task, exc)  # no longer held: the task is due again
         except Exception:
             logger.exception("queue %s: attempt of %s failed", self.queue.name, task.envelope.id)
         finally:
@@ -309,10 +305,7 @@ class Dispatcher:
         try:
             completion = self.store.complete(task, loop=self._loop)
         except EngineError as exc:  # the store is closed: delivered again at the next start
-            logger.warning(
-                "queue %s: cannot record the attempt of %s: %s",
-                self.queue.name, task.envelope.id, exc,
-            )  # fmt: skip
+            self._unrecorded(task, exc)
             return
         self._completing[completion] = task.seq
         completion.add_done_callback(partial(self._completed, task))
@@ -326,10 +319,7 @@ class Dispatcher:
             if completion.result():
                 self.on_done(task.size, False)
             return
-        logger.warning(
-            "queue %s: cannot record the attempt of %s: %s",
-            self.queue.name, task.envelope.id, error,
-        )  # fmt: skip
+        self._unrecorded(task, error)
         if not self._stopping:
             # Held meanwhile, so it is not delivered again while this process runs (it
             # is, at the next start, if the store never recovers).
@@ -340,6 +330,12 @@ class Dispatcher:
     def _retry_complete(self, task: LeasedTask) -> None:
         del self._retrying[task.seq]
         self._complete(task)
+
+    def _unrecorded(self, task: LeasedTask, error: BaseException) -> None:
+        logger.warning(
+            "queue %s: cannot record the attempt of %s: %s",
+            self.queue.name, task.envelope.id, error,
+        )  # fmt: skip
 
     def _log(
         self,
