@@ -324,13 +324,14 @@ class Writer:
 
     def _run_batch(self, conn: sqlite3.Connection, jobs: Sequence[_Job]) -> None:
         results, committed = self._commit(conn, jobs)
-        durable = [job for job in jobs if job.durable]
-        if not committed and durable and len(durable) < len(jobs):
-            # A failed enqueue (a full disk) must not take the bookkeeping that rode with
-            # it down too (a lost completion means a second delivery): each part on its
-            # own, once.
-            rest = [job for job in jobs if not job.durable]
-            results = self._commit(conn, rest)[0] + self._commit(conn, durable)[0]
+        if not committed:
+            durable = [job for job in jobs if job.durable]
+            if durable and len(durable) < len(jobs):
+                # A failed enqueue (a full disk) must not take the bookkeeping that rode
+                # with it down too (a lost completion means a second delivery): each part
+                # on its own, once.
+                rest = [job for job in jobs if not job.durable]
+                results = self._commit(conn, rest)[0] + self._commit(conn, durable)[0]
         self._resolve(results)
 
     def _commit(
