@@ -54,14 +54,11 @@ LEASED_TASK = (
     "SELECT seq, id, queue, method, path, query, headers, body, received_at, request_id, eta,"
     " attempts, responses, first_attempt_at, last_status, size FROM tasks"
 )
-_LEASE = (
-    f"{LEASED_TASK} INDEXED BY tasks_due"
-    " WHERE queue = ? AND visible_at <= ? ORDER BY visible_at LIMIT ?"
-)
-_DUE = (
-    "SELECT seq FROM tasks INDEXED BY tasks_due"
-    " WHERE queue = ? AND visible_at <= ? ORDER BY visible_at LIMIT ?"
-)
+# The due tasks of a queue, oldest ETA first: whole (LEASED_TASK) or their seq only.
+_DUE_FIRST = " INDEXED BY tasks_due WHERE queue = ? AND visible_at <= ? ORDER BY visible_at LIMIT ?"
+_SEQS = "SELECT seq FROM tasks"
+_LEASE = LEASED_TASK + _DUE_FIRST
+_DUE = _SEQS + _DUE_FIRST
 _NEXT_DUE = "SELECT MIN(visible_at) FROM tasks WHERE queue = ? AND visible_at > ?"
 SNIPPET_CHARS = 1024
 _IN_CHUNK = 500  # seqs per "IN (...)" list, well under SQLite's 32,766 parameters
@@ -270,8 +267,8 @@ class Store:
     ) -> asyncio.Future[bool]:
         """Delete a task whose attempt succeeded; await whether it was still there (an
         operator may have deleted or purged it meanwhile). The completions of one batch
-        are one statement and one counter update per queue; they are lazy (see the writer),
-        riding with the queue's next lease. ``loop``: the running loop."""
+        are one statement and one counter update per queue; they are lazy writes, gathered
+        for up to the writer's ``BOOKKEEPING_GATHER_SECONDS``. ``loop``: the running loop."""
         return self.writer.submit_grouped(self._complete, task, durable=False, lazy=True, loop=loop)
 
     @staticmethod
