@@ -49,8 +49,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from proxy.errors import BodyTooLargeError
-from proxy.ingress import Answer, Ingress, Pending, declares_body, too_large
-from proxy.problems import refusal_parts
+from proxy.ingress import Ingress, Pending, declares_body, too_large
+from proxy.problems import Answer, refusal_parts
 from proxy.protocol import BODY_LATE_PARTS, HEAD_LATE_PARTS, HEAD_TOO_LARGE_PARTS
 from proxy.targets import BAD_TARGET, TargetError, absolute_form
 

@@ -38,13 +38,12 @@ from proxy.forwarded import TrustedProxies, forwarded_scheme
 from proxy.headers import filter_headers, request_id_from, schedule_time_from, task_id_for_key
 from proxy.logs import emit
 from proxy.metrics import Metrics
-from proxy.problems import error_response_parts
+from proxy.problems import Answer, error_response_parts
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers, body
 Respond = Callable[[int, list[tuple[bytes, bytes]], bytes], None]
 
 logger = logging.getLogger("ingest_proxy.ingress")
@@ -348,7 +347,7 @@ class Ingress:
 
     def _accepted(
         self, pending: Pending, envelope: Envelope, result: EnqueueResult, enqueued: float
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    ) -> Answer:
         """The 202 for a durable task (and its metrics)."""
         self._enqueue_seconds.observe(time.perf_counter() - enqueued)
         self.metrics.request_body_bytes.observe(len(envelope.body))
@@ -369,9 +368,7 @@ class Ingress:
             payload,
         )
 
-    def _refused(
-        self, exc: ProxyError, info: dict[str, object]
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    def _refused(self, exc: ProxyError, info: dict[str, object]) -> Answer:
         self.metrics.enqueue_errors.labels(exc.code).inc()
         info["error"] = exc.code
         return error_response_parts(exc)

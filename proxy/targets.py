@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import httptools
 
-from proxy.problems import refusal_parts
+from proxy.problems import Answer, refusal_parts
 
-Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers, body
 Target = tuple[bytes, bytes, bytes | None]  # raw path, query, authority (absolute-form)
 
 BAD_TARGET = refusal_parts(
