@@ -129,7 +129,7 @@ def _name_of(raw_name: bytes) -> str:
     so a header dropped under one spelling is dropped under the other.
     """
     name = raw_name.decode("latin-1").lower()
-    judged = name.replace("_", "-") if "_" in name else name
+    judged = _judged(name)
     if judged in ALWAYS_DROPPED or judged.startswith(RESERVED_PREFIXES):
         name = _DROPPED
     if len(_NAMES) < _NAMES_MAX and _TOKEN_RE.fullmatch(raw_name) is not None:
@@ -141,7 +141,8 @@ def _dropped_anyway(name: str, raw: list[tuple[bytes, bytes]], drop: frozenset[s
     """Whether header ``name`` is removed by ``drop`` or a Connection header of ``raw``
     (then a character it cannot deliver does not matter)."""
     listed = [value for raw_name, value in raw if raw_name.lower() == b"connection"]
-    return _judged(name) in drop or _judged(name) in _connection_options(listed)
+    judged = _judged(name)
+    return judged in drop or judged in _connection_options(listed)
 
 
 def _connection_options(values: list[bytes]) -> frozenset[str]:
