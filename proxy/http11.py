@@ -52,7 +52,7 @@ from proxy.errors import BodyTooLargeError
 from proxy.ingress import Ingress, Pending, declares_body, too_large
 from proxy.problems import Answer, refusal_parts
 from proxy.protocol import BODY_LATE_PARTS, HEAD_LATE_PARTS, HEAD_TOO_LARGE_PARTS
-from proxy.targets import BAD_TARGET, TargetError, absolute_form
+from proxy.targets import BAD_TARGET, TargetError, absolute_form, origin_form
 
 logger = logging.getLogger("ingest_proxy.http")
 
@@ -407,18 +407,10 @@ class IngressProtocol(asyncio.Protocol):
                 return
             http_version = "1.1"  # a later 1.x is read as the 1.1 it builds on
         url = self.url
-        authority = None
         try:
-            if url[:1] == b"/":  # origin-form, as proxy.targets.origin_form (inline: hot)
-                parsed = httptools.parse_url(url)
-                raw_path: bytes = parsed.path
-                query: bytes = parsed.query or b""
-            else:
-                raw_path, query, authority = absolute_form(url)
+            form = origin_form if url[:1] == b"/" else absolute_form
+            raw_path, query, authority = form(url)
             path = raw_path.decode("ascii")
-        except httptools.HttpParserInvalidURLError:
-            self._refuse_head(BAD_TARGET, method)
-            return
         except TargetError as exc:
             self._refuse_head(exc.refusal, method)
             return
