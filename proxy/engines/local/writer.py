@@ -202,10 +202,15 @@ class Writer:
                 )
             return future
         gathering.jobs.append(job)
-        if not gathering.in_flight and not gathering.scheduled:  # else _settle sends it
+        self._flush_soon(gathering, loop)
+        return future
+
+    def _flush_soon(self, gathering: _Gathering, loop: asyncio.AbstractEventLoop) -> None:
+        """Flush at the end of this loop iteration, unless a batch is being written (then
+        :meth:`_settle` sends what gathered) or a flush is scheduled already."""
+        if not gathering.in_flight and not gathering.scheduled:
             gathering.scheduled = True
             loop.call_soon(self._flush, gathering)
-        return future
 
     def _lazy_due(self, gathering: _Gathering) -> None:
         """The lazy jobs go with the next batch (on the loop)."""
@@ -214,9 +219,7 @@ class Writer:
             gathering.lazy_timer = None
         gathering.jobs += gathering.lazy
         gathering.lazy = []
-        if not gathering.in_flight and not gathering.scheduled:
-            gathering.scheduled = True
-            gathering.jobs[0].loop.call_soon(self._flush, gathering)
+        self._flush_soon(gathering, gathering.jobs[0].loop)
 
     def _flush(self, gathering: _Gathering) -> None:
         """Hand the loop's gathered jobs to the thread (on the loop)."""
