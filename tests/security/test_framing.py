@@ -744,7 +744,10 @@ def run_case(rig: Rig, item: Case) -> None:
         ]
         assert got == wanted
         if item.closes:
-            assert answers[-1].headers.get("connection") == "close"
+            # An answer to a whole request sent before a half-close may go out before the
+            # server reads the EOF (a race of kernel and loop): it cannot say close then.
+            if not (item.half_close and answers[-1].status == 202):
+                assert answers[-1].headers.get("connection") == "close"
             assert reader.at_end(), f"bytes after the last answer: {reader.data!r}"
         elif item.closes is False:
             sock.sendall(b"GET /probe?" + marker + b" HTTP/1.1\r\nHost: x\r\n\r\n")
