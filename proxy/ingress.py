@@ -36,7 +36,7 @@ from proxy.errors import (
 )
 from proxy.forwarded import TrustedProxies, forwarded_scheme
 from proxy.headers import filter_headers, request_id_from, schedule_time_from, task_id_for_key
-from proxy.logs import emit
+from proxy.logs import FixedLine, emit
 from proxy.metrics import Metrics
 from proxy.problems import Answer, error_response_parts
 
@@ -47,6 +47,13 @@ Send = Callable[[Message], Awaitable[None]]
 Respond = Callable[[int, list[tuple[bytes, bytes]], bytes], None]
 
 logger = logging.getLogger("ingest_proxy.ingress")
+# The access line of a 202 (info holds request_id and task only), the usual one.
+_ACCEPTED_LINE = FixedLine(
+    logger,
+    logging.INFO,
+    "request",
+    ("request_id", "task", "queue", "method", "path", "status", "latency_ms"),
+)
 
 # Task and request ids need to be unique, not secret: nothing can be read or changed by
 # naming a task at the ingress, and an Idempotency-Key's id (40 hex digits) never has the
@@ -384,12 +391,24 @@ class Ingress:
             )
         counter.inc()
         if self.access_log and logger.isEnabledFor(logging.INFO):
+            latency_ms = round((time.perf_counter() - started) * 1000, 3)
+            if status == 202 and len(info) == 2:
+                _ACCEPTED_LINE.emit(
+                    info["request_id"],
+                    info["task"],
+                    queue_name,
+                    scope["method"],
+                    scope["path"],  # never the query string: it may carry secrets
+                    status,
+                    latency_ms,
+                )
+                return
             info.update(
                 queue=queue_name,
                 method=scope["method"],
                 path=scope["path"],  # never the query string: it may carry secrets
                 status=status,
-                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                latency_ms=latency_ms,
             )
             emit(logger, logging.INFO, "request", info)  # never blocks (proxy/logsink.py)
 

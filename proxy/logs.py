@@ -264,6 +264,64 @@ def emit(logger: logging.Logger, level: int, msg: str, fields: Mapping[str, Any]
     handler.sink.put(line)
 
 
+class FixedLine:
+    """A per-request line whose fields are always ``keys``, in that order (the access
+    log's 202, a delivery that succeeded): :meth:`emit` renders it from the values alone,
+    the same text as :func:`emit` makes of the same fields, at about a third of the cost:
+    no dict of fields, and the line is put together by a function made for these keys."""
+
+    __slots__ = ("_render", "keys", "level", "logger", "msg")
+
+    def __init__(self, logger: logging.Logger, level: int, msg: str, keys: tuple[str, ...]):
+        if not _RESERVED.isdisjoint(keys) or len(set(keys)) != len(keys):
+            raise ValueError(f"keys must be distinct and none of {sorted(_RESERVED)}")
+        self.logger = logger
+        self.level = level
+        self.msg = msg
+        self.keys = keys
+        name = _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower()
+        bare = json_line(0, 0, name, logger.name, msg, {})  # '{"ts": "...Z", ..., "msg": ...}'
+        # The source names only its arguments and the constants in ``space``; the keys and
+        # the message are constants there, never part of the code.
+        space: dict[str, Any] = {"_q": _quote, "_s": _scalar, "_c0": '{"ts": "', "_end": "}"}
+        space["_c1"] = bare[bare.index('Z", "level"') : -1]
+        parts = ["_c0", "_ts", "_ms", "_c1"]
+        for i, key in enumerate(keys):
+            space[f"_k{i}"] = f", {_quote(key)}: "
+            parts += [f"_k{i}", f"(_q(v{i}) if type(v{i}) is str else _s(v{i}))"]
+        arguments = "".join(f", v{i}" for i in range(len(keys)))
+        source = f"def render(_ts, _ms{arguments}):\n    return ''.join(({', '.join(parts)}, _end))"
+        exec(source, space)  # noqa: S102 - made from the fixed text above only
+        self._render: Callable[..., str] = space["render"]
+
+    def emit(self, *values: Any) -> None:
+        """Log one line with ``values`` for :attr:`keys` (the caller checks that the
+        logger is enabled for the level first). Never blocks."""
+        handler = _handler
+        if handler is None or handler.line is not json_line or handler not in _root.handlers:
+            emit(self.logger, self.level, self.msg, dict(zip(self.keys, values, strict=True)))
+            return
+        now = time.time()
+        second = int(now)
+        try:
+            line = self._render(_utc_stamp(second), _MILLIS[int((now - second) * 1000)], *values)
+        except Exception:  # a value json cannot encode, or not one per key: logging says so
+            emit(self.logger, self.level, self.msg, dict(zip(self.keys, values, strict=False)))
+            return
+        handler.sink.put(line)
+
+
+_MILLIS = tuple(f".{n:03d}" for n in range(1000))
+
+
+def _scalar(value: Any) -> str:
+    """A value that is not a ``str``, as :func:`json_line` renders it."""
+    kind = type(value)
+    if kind is int or (kind is float and math.isfinite(value)):
+        return repr(value)
+    return _encode_value(value)
+
+
 def configure_logging(
     level: str = "info", fmt: LogFormat = "auto", *, sink: Lines | None = None
 ) -> None:

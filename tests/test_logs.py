@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.logs import (
+    FixedLine,
     JsonFormatter,
     SinkHandler,
     TextFormatter,
@@ -257,3 +258,77 @@ def test_json_line_is_what_json_dumps_writes(
         entry["exc"] = exc
     line = json_line(1_764_633_600, millis, level, "ingest_proxy.ingress", msg, fields, exc)
     assert line == json.dumps(entry, default=str)
+
+
+_values = st.one_of(
+    st.text(),
+    st.integers(),
+    st.floats(),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=3),
+)
+_keys = st.lists(
+    st.text(min_size=1).filter(lambda k: k not in ("ts", "level", "logger", "msg", "exc")),
+    min_size=1,
+    max_size=8,
+    unique=True,
+)
+
+
+def _same_second(make: Any) -> tuple[str, str]:
+    """Two lines made by ``make()`` within one millisecond (retried otherwise)."""
+    for _ in range(100):
+        first, second = make()
+        if first[:31] == second[:31]:  # '{"ts": "YYYY-MM-DDTHH:MM:SS.mmm'
+            return first, second
+    raise AssertionError("never two lines within one millisecond")
+
+
+@given(keys=_keys, data=st.data())
+def test_fixed_line_is_the_line_emit_makes(keys: list[str], data: st.DataObject) -> None:
+    """A FixedLine's line is, character for character, the JSON line emit() makes of the
+    same fields in the same order, whatever the keys and the values."""
+    values = [data.draw(_values) for _ in keys]
+    line = FixedLine(INGRESS, logging.INFO, "request", tuple(keys))
+
+    def make() -> tuple[str, str]:
+        captured = CapturedLines()
+        with logging_to(captured, "info", "json"):
+            line.emit(*values)
+            emit(INGRESS, logging.INFO, "request", dict(zip(keys, values, strict=True)))
+        return captured.lines[0], captured.lines[1]
+
+    fixed, general = _same_second(make)
+    assert fixed == general
+    assert json.loads(fixed)["msg"] == "request"
+
+
+def test_fixed_line_in_the_text_format_is_the_emitted_line() -> None:
+    """On a terminal (text format) a FixedLine is the line emit() makes there."""
+    line = FixedLine(INGRESS, logging.INFO, "request", ("queue", "status"))
+    captured = CapturedLines()
+    with logging_to(captured, "info", "text"):
+        line.emit("q", 202)
+        emit(INGRESS, logging.INFO, "request", {"queue": "q", "status": 202})
+    fixed, general = captured.lines
+    assert fixed.endswith("request queue=q status=202")
+    assert fixed[8:] == general[8:]
+
+
+def test_fixed_line_goes_through_logging_when_the_sink_is_not_installed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without configure_logging's handler, a FixedLine is a log record with its fields."""
+    caplog.set_level(logging.INFO, logger="ingest_proxy")
+    FixedLine(INGRESS, logging.INFO, "request", ("queue", "status")).emit("q", 202)
+    [record] = [r for r in caplog.records if r.name == "ingest_proxy.ingress"]
+    assert record.fields == {"queue": "q", "status": 202}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("keys", [("ts",), ("msg", "x"), ("a", "a")])
+def test_fixed_line_refuses_reserved_or_repeated_keys(keys: tuple[str, ...]) -> None:
+    """A key that would replace ts/level/logger/msg/exc, or a repeated one, is refused when
+    the line is made, not at the first request."""
+    with pytest.raises(ValueError, match="distinct"):
+        FixedLine(INGRESS, logging.INFO, "request", keys)

@@ -43,11 +43,18 @@ from proxy.engines.local.clock import Clock
 from proxy.engines.local.store import AttemptResult, LeasedTask, Store
 from proxy.engines.retry import backoff_delay, should_retry
 from proxy.errors import EngineError
-from proxy.logs import emit
+from proxy.logs import FixedLine, emit
 from proxy.metrics import Metrics
 
 logger = logging.getLogger("ingest_proxy.local")
 delivery_log = logging.getLogger("ingest_proxy.delivery")
+# The line of an attempt that got an answer and needs no extra field: the usual one.
+_ANSWERED_LINE = FixedLine(
+    delivery_log,
+    logging.INFO,
+    "delivery",
+    ("queue", "task", "request_id", "attempt", "status", "outcome", "latency_ms", "result"),
+)
 
 LEASE_BATCH = 100  # tasks taken per store round trip at most
 # A queue running at its rate limit leases what the bucket earns in this many seconds at
@@ -350,6 +357,18 @@ class Dispatcher:
     ) -> None:
         """One line per attempt (never the body or the query string)."""
         if not delivery_log.isEnabledFor(level):
+            return
+        if level == logging.INFO and not extra and outcome.status is not None:
+            _ANSWERED_LINE.emit(
+                self.queue.name,
+                task.envelope.id,
+                task.envelope.request_id,
+                attempts,
+                outcome.status,
+                outcome.kind,
+                round(latency * 1000, 3),
+                result,
+            )
             return
         fields: dict[str, object] = {
             "queue": self.queue.name,
