@@ -10,7 +10,8 @@ lines on stderr, which goes to a file in /dev/shm here, see ``--log-to``;
 The server under test is pinned to CPU 0, this load generator (bench/loadgen.py, 64
 keep-alive connections, ~1 KiB JSON POSTs, closed loop, 3,000 requests of warm-up then
 ``--requests`` measured) and the fast backend
-(bench/fast_backend.py) to CPU 1. Per round, one after the other:
+(bench/fast_backend.py) to CPU 1. Per round, one after the other, each proxy mode between
+two runs of ``bare`` (its ratio is to their mean: the machine's speed drifts):
 
 - ``bare``: bench/bare_app.py (202 and nothing else);
 - ``proxy``: the proxy, its queue pointed at a closed port at 1/s (nothing delivered);
@@ -244,28 +245,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-defaults-") as tmp, running("1") as backend:
         directory = Path(tmp)
         for round_ in range(args.rounds):
-            for mode in modes:
-                if mode == "bare":
-                    run = measure_bare(args.requests)
-                else:
-                    delivering = "delivering" in mode
-                    run = measure_proxy(
-                        mode,
-                        directory,
-                        args.requests,
-                        args.tree,
-                        backend if delivering else None,
-                        quiet=mode.endswith("log_warning"),
-                        prefill=args.prefill,
-                        log_to=args.log_to,
-                        extra=extra,
-                    )
-                runs[mode].append(run)
-            bare_rps = runs["bare"][-1].rps
+            # Each proxy run is compared with the bare runs just before and just after
+            # it: the machine's speed drifts within a round (other tenants), and a bare
+            # run at the start of the round alone made the later modes' ratios drift too.
+            before = measure_bare(args.requests)
+            runs["bare"].append(before)
             for mode in ratios:
-                ratios[mode].append(runs[mode][-1].rps / bare_rps)
+                run = measure_proxy(
+                    mode,
+                    directory,
+                    args.requests,
+                    args.tree,
+                    backend if "delivering" in mode else None,
+                    quiet=mode.endswith("log_warning"),
+                    prefill=args.prefill,
+                    log_to=args.log_to,
+                    extra=extra,
+                )
+                after = measure_bare(args.requests)
+                runs[mode].append(run)
+                runs["bare"].append(after)
+                ratios[mode].append(run.rps / ((before.rps + after.rps) / 2))
+                before = after
+            bare_rps = statistics.median(r.rps for r in runs["bare"][-len(ratios) - 1 :])
             print(
-                f"round {round_ + 1}: bare {bare_rps:.0f}/s; "
+                f"round {round_ + 1}: bare {bare_rps:.0f}/s (median of the round); "
                 + "; ".join(
                     f"{m} {runs[m][-1].rps:.0f}/s ({ratios[m][-1]:.1%})"
                     + (
