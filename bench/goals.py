@@ -45,7 +45,10 @@ def goal_rows(
         "ingest at default settings ≥ 0.85x bare Starlette",
         f"{idle['ratio_median_of_rounds']:.2f}x (median of per-round ratios"
         f" {', '.join(f'{r:.2f}' for r in idle['ratios'])}); CPU µs/request"
-        f" {idle['cpu_us']['total']} vs bare {modes['bare']['cpu_us']['total']}",
+        f" {idle['cpu_us']['total']} vs bare {modes['bare']['cpu_us']['total']}"
+        f" ({modes['bare']['cpu_us']['total'] / idle['cpu_us']['total']:.2f} by CPU; CPU 0"
+        f" {idle['core_pct']['total']:.0f} % busy vs bare"
+        f" {modes['bare']['core_pct']['total']:.0f} %)",
         _verdict(idle["ratio_median_of_rounds"] >= 0.85),
     ))  # fmt: skip
     delivered = busy.get("delivered_per_s", [])
@@ -138,7 +141,8 @@ def sections() -> str:
 ## 3. Ingest at the default settings, idle and while delivering 500/s
 
 `python -m bench.ingest_defaults --save`, made {ingest["made"]}:
-{len(ingest["modes"]["bare"]["rps"])} rounds; server on CPU 0 (its delivery process too),
+{len(ingest["modes"]["proxy"]["rps"])} rounds, each proxy mode between two bare runs (its ratio
+is to their mean); server on CPU 0 (its delivery process too),
 load and the fast backend on CPU 1. Rows marked *extra* turn logging off and are not the headline.
 
 {ingest_defaults.table(ingest["modes"])}
