@@ -58,10 +58,13 @@ _ANSWERED_LINE = FixedLine(
 
 LEASE_BATCH = 100  # tasks taken per store round trip at most
 # A queue running at its rate limit leases what the bucket earns in this many seconds at
-# once, not each token as it comes: at 500/s, 10 tasks every 20 ms instead of one every
-# 2 ms, so the store sees a tenth of the lease transactions. The rate and the burst hold
-# exactly as before; a lone task on an idle queue (a full bucket) still goes at once.
-LEASE_PERIOD = 0.02
+# once, not each token as it comes: at 500/s, 25 tasks every 50 ms instead of one every
+# 2 ms. Each round costs a lease transaction, a scheduler wake-up and wake-ups of the
+# delivery process, whatever its size: at 500/s a delivery cost CPU 0 ~360 us with
+# rounds of 20 ms and ~250 us with rounds of 50 ms (bench/README.md, round 4). The rate
+# and the burst hold exactly as before (a round never takes more than the bucket holds);
+# a lone task on an idle queue (a full bucket) still goes at once.
+LEASE_PERIOD = 0.05
 LEASE_MARGIN = 30.0  # seconds a lease outlives the dispatch deadline
 MAX_IDLE = 1.0  # seconds between looks at the store when nothing seems due
 COMPLETE_RETRY = 1.0  # seconds before a completion the store refused is tried again

@@ -15,7 +15,7 @@ from proxy.engines.http_client import delivery_session
 from proxy.engines.local import dispatcher as dispatcher_module
 from proxy.engines.local.attempt import SessionSender
 from proxy.engines.local.clock import ManualClock
-from proxy.engines.local.dispatcher import Dispatcher
+from proxy.engines.local.dispatcher import LEASE_PERIOD, Dispatcher
 from proxy.engines.local.store import Store
 from proxy.envelope import Envelope
 from proxy.metrics import Metrics
@@ -337,20 +337,22 @@ async def test_one_log_line_per_attempt(rig: Rig, log_lines: CapturedLines) -> N
 
 
 async def test_a_queue_at_its_rate_leases_in_groups_and_keeps_the_rate(rig: Rig) -> None:
-    """At 500/s with the bucket empty, the dispatcher waits for 20 ms of tokens (10) and
-    starts them together instead of one every 2 ms; over a second the rate is exact."""
+    """At 500/s with the bucket empty, the dispatcher waits for LEASE_PERIOD's worth of
+    tokens (25 in 50 ms) and starts them together instead of one every 2 ms; over a second
+    the rate is exact."""
+    assert LEASE_PERIOD == 0.05  # the numbers below
     rig.make(rate=500, burst=100, concurrency=1000)
     await rig.add(700)
     await rig.step()
     assert len(rig.seen) == 100  # the burst
-    assert await rig.step() == pytest.approx(0.02)  # 10 tokens away, not 1
-    rig.clock.advance(0.01)
-    assert await rig.step() == pytest.approx(0.01)
-    assert len(rig.seen) == 100  # 5 tokens are not enough
-    rig.clock.advance(0.01)
+    assert await rig.step() == pytest.approx(0.05)  # 25 tokens away, not 1
+    rig.clock.advance(0.03)
+    assert await rig.step() == pytest.approx(0.02)
+    assert len(rig.seen) == 100  # 15 tokens are not enough
+    rig.clock.advance(0.02)
     await rig.step()
-    assert len(rig.seen) == 110
-    for _ in range(49):
-        rig.clock.advance(0.02)
+    assert len(rig.seen) == 125
+    for _ in range(19):
+        rig.clock.advance(0.05)
         await rig.step()
     assert len(rig.seen) == 100 + 500  # one second: the burst plus 500
