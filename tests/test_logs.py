@@ -260,14 +260,6 @@ def test_json_line_is_what_json_dumps_writes(
     assert line == json.dumps(entry, default=str)
 
 
-_values = st.one_of(
-    st.text(),
-    st.integers(),
-    st.floats(),
-    st.booleans(),
-    st.none(),
-    st.lists(st.integers(), max_size=3),
-)
 _keys = st.lists(
     st.text(min_size=1).filter(lambda k: k not in ("ts", "level", "logger", "msg", "exc")),
     min_size=1,
@@ -289,7 +281,7 @@ def _same_second(make: Any) -> tuple[str, str]:
 def test_fixed_line_is_the_line_emit_makes(keys: list[str], data: st.DataObject) -> None:
     """A FixedLine's line is, character for character, the JSON line emit() makes of the
     same fields in the same order, whatever the keys and the values."""
-    values = [data.draw(_values) for _ in keys]
+    values = [data.draw(_VALUES) for _ in keys]
     line = FixedLine(INGRESS, logging.INFO, "request", tuple(keys))
 
     def make() -> tuple[str, str]:
