@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from proxy import __version__
+from proxy._version import __version__
 from proxy.auth import hash_key
 from proxy.cli_admin import add_admin_commands, run_admin_command
 from proxy.config import Settings, load_settings

@@ -4,7 +4,11 @@ API of the package stays what it is."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import proxy
 
@@ -56,3 +60,37 @@ def test_public_api() -> None:
         "create_app",
         "load_settings",
     ]
+
+
+_WEB = ("starlette", "uvicorn", "httpx", "aiohttp", "prometheus_client", "grpc")
+
+
+def _loaded_after(statement: str) -> list[str]:
+    """The web and client libraries a fresh interpreter has loaded after ``statement``."""
+    code = f"import sys\n{statement}\nprint(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    return sorted({name.split(".")[0] for name in loaded if name.startswith(_WEB)})
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["import proxy.config", "import proxy", "from proxy.cli import main"],
+)
+def test_the_bottom_layer_and_the_command_load_no_web_framework(statement: str) -> None:
+    """``import proxy.config`` (the bottom layer), the package itself and the command's
+    module (what ``ingest-proxy hash-key`` runs) load no web framework, HTTP client,
+    metrics or gRPC library: the package's public names are imported on first use."""
+    assert _loaded_after(statement) == []
+
+
+def test_the_public_names_load_when_used() -> None:
+    """The lazily imported public names are the real objects."""
+    from proxy.app import create_app
+    from proxy.config import Settings
+
+    assert proxy.create_app is create_app
+    assert proxy.Settings is Settings
+    with pytest.raises(AttributeError):
+        _ = proxy.no_such_name  # type: ignore[attr-defined]
