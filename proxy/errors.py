@@ -35,7 +35,7 @@ class ProxyError(Exception):
     status, and ``retry_after`` (seconds) becomes a ``Retry-After`` header when set.
     """
 
-    code = "proxy_error"
+    code = "internal_error"  # a 500 is a bug: the one code for it (SECURITY.md)
     status = 500
 
     def __init__(self, detail: str, *, retry_after: float | None = None) -> None:

@@ -331,7 +331,7 @@ def test_engine_bug_is_a_json_500(proxy: tuple[int, GatedEngine]) -> None:
         sock.sendall(_post("/bug"))
         (answer,) = _read(sock)
     assert answer.status == 500
-    assert json.loads(answer.body)["error"] == "proxy_error"
+    assert json.loads(answer.body)["error"] == "internal_error"
 
 
 def test_client_leaving_mid_enqueue_keeps_the_task(proxy: tuple[int, GatedEngine]) -> None:

@@ -98,4 +98,4 @@ def test_engine_bug_is_a_json_500(asgi_proxy: tuple[str, BuggyEngine]) -> None:
     engine.bug = RuntimeError("boom")
     answer = httpx.post(f"{url}/x", content=b"hi", timeout=TIMEOUT)
     assert answer.status_code == 500
-    assert answer.json()["error"] == "proxy_error"
+    assert answer.json()["error"] == "internal_error"
