@@ -93,6 +93,15 @@ def _local_stamp(second: int) -> str:
     return cached[1]
 
 
+def _scalar(value: Any) -> str:
+    """A value that is not a ``str``, as a JSON line has it: ``repr`` for an int or a
+    finite float (what ``json.dumps`` writes, cheaper), else ``json.dumps``'s text."""
+    kind = type(value)
+    if kind is int or (kind is float and math.isfinite(value)):
+        return repr(value)
+    return _encode_value(value)
+
+
 def json_line(
     second: int,
     millis: int,
@@ -123,13 +132,7 @@ def json_line(
                     name = f", {_quote(key)}: "
                     if len(_keys) < _KEPT:
                         _keys[key] = name
-            kind = type(value)
-            if kind is str:
-                parts += (name, _quote(value))
-            elif kind is int or (kind is float and math.isfinite(value)):
-                parts += (name, repr(value))
-            else:
-                parts += (name, _encode_value(value))
+            parts += (name, _quote(value) if type(value) is str else _scalar(value))
         if exc:
             parts += (', "exc": ', _quote(exc))
         parts.append("}")
@@ -312,14 +315,6 @@ class FixedLine:
 
 
 _MILLIS = tuple(f".{n:03d}" for n in range(1000))
-
-
-def _scalar(value: Any) -> str:
-    """A value that is not a ``str``, as :func:`json_line` renders it."""
-    kind = type(value)
-    if kind is int or (kind is float and math.isfinite(value)):
-        return repr(value)
-    return _encode_value(value)
 
 
 def configure_logging(

@@ -114,9 +114,9 @@ def build_servers(settings: Settings) -> tuple[_Server, _Server, Runtime]:
 GC_THRESHOLD = (20_000, 20, 20)
 # Seconds a thread holding the GIL keeps it while another waits (CPython: 0.005). The
 # SQLite writer thread needs the GIL back after each statement step; while the event loop
-# is busy it waited up to 5 ms each time, so a batch of 32 inserts took ~7 ms instead of
-# ~0.4 ms and its commit, fsync included, slid into the loop's idle moments instead of
-# overlapping its work (bench/README.md, "The GIL and the writer thread").
+# is busy it waited up to 5 ms each time, so a batch of 32 inserts took ~7 ms (~1.9 ms at
+# 0.5 ms) and its commit, fsync included, slid into the loop's idle moments instead of
+# overlapping its work (bench/gil_writer.py; bench/README.md, round 4).
 SWITCH_INTERVAL = 0.0005
 
 

@@ -465,11 +465,7 @@ def test_read_ahead_is_bounded_within_one_read() -> None:
 
     async def main() -> None:
         engine = GatedEngine(gate=asyncio.Event())
-        app = create_app(SETTINGS, engine=engine)
-        protocol_class = ingress_protocol(10, 65536, 30)
-        protocol: Any = protocol_class(uvicorn.Config(app), ServerState(), {})  # type: ignore[call-arg]
-        transport = _Transport()
-        protocol.connection_made(transport)
+        protocol, transport = _unit_protocol(engine)
         count = 3000
         protocol.data_received(b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n" * count)
         assert len(protocol.line) <= MAX_PIPELINED
@@ -497,11 +493,7 @@ def test_nothing_is_stored_while_the_client_does_not_read() -> None:
 
     async def main() -> None:
         engine = GatedEngine()
-        app = create_app(SETTINGS, engine=engine)
-        protocol_class = ingress_protocol(10, 65536, 30)
-        protocol: Any = protocol_class(uvicorn.Config(app), ServerState(), {})  # type: ignore[call-arg]
-        transport = _Transport()
-        protocol.connection_made(transport)
+        protocol, transport = _unit_protocol(engine)
         protocol.pause_writing()
         protocol.data_received(b"".join(_post(f"/w{n}") for n in range(3)))
         for _ in range(10):
