@@ -80,6 +80,15 @@ async def fill(port: int, per_queue: int) -> list[int]:
     return [r.statuses.get(202, 0) for r in results]
 
 
+def _counts(backend: Backend) -> tuple[dict[str, int], float]:
+    """The backend's request counts by path prefix, and when they were counted (monotonic
+    seconds). They are read over HTTP, which takes a while on a loaded machine: the time
+    is the middle of the call, and rates use the time between two such readings."""
+    asked = time.monotonic()
+    counts: dict[str, int] = backend.stats()["by_prefix"]
+    return counts, (asked + time.monotonic()) / 2
+
+
 def measure(
     cpus: str,
     directory: Path,
@@ -113,17 +122,12 @@ def measure(
     ):
         time.sleep(SETTLE)
         names = harness.thread_names(p.pid)
-        # The backend's counts are read over HTTP, which takes a while on a loaded machine:
-        # each is timed at the middle of its call, and the rates use the time between.
-        asked = time.monotonic()
-        before = backend.stats()["by_prefix"]
-        counted_from = (asked + time.monotonic()) / 2
+        before, counted_from = _counts(backend)
         backend_before = backend.ticks()
         with harness.cpu_window(p.pid, names) as window:
             time.sleep(seconds)
-        asked = time.monotonic()
-        after = backend.stats()["by_prefix"]
-        counted_for = (asked + time.monotonic()) / 2 - counted_from
+        after, counted_to = _counts(backend)
+        counted_for = counted_to - counted_from
         backend_after = backend.ticks()
         metrics = p.metrics()
     assert isinstance(before, dict)
