@@ -176,12 +176,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window")
     parser.add_argument("--backlog-seconds", type=float, default=30.0)
     parser.add_argument("--cpus", action="append", help="server CPUs (repeat); default 0 and 0,1")
-    parser.add_argument("--quick", action="store_true", help="5 s of backlog, a 3 s window")
+    parser.add_argument("--quick", action="store_true", help="12 s of backlog, a 3 s window")
     harness.add_run_flags(parser, delivery_processes=True)
     args = parser.parse_args()
     extra = harness.delivery_process_flags(args.delivery_processes)
     if args.quick:
-        args.seconds, args.backlog_seconds = 3.0, 5.0
+        args.seconds, args.backlog_seconds = 3.0, 12.0
+    if args.backlog_seconds < SETTLE + args.seconds + 2:
+        # The buckets start full and the settling drains SETTLE seconds' worth: a backlog
+        # that runs dry in the window measures the backlog, not the proxy (the quick mode's
+        # 5 s did: 0 deliveries).
+        parser.error(f"--backlog-seconds must be at least {SETTLE + args.seconds + 2:g}")
     modes = args.cpus or ["0", "0,1"]
     per_queue = int(args.backlog_seconds * RATE)
     os.sched_setaffinity(0, {1})
