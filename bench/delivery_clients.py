@@ -70,6 +70,7 @@ MAX_REQUESTS = 2_000_000
 MAX_ERRORS = 1000
 CLIENTS = (
     "raw-httptools",
+    "proxy",
     "aiohttp",
     "httpx",
     "httpx-sharded",
@@ -82,6 +83,7 @@ CLIENTS = (
 )
 DISTRIBUTIONS = {
     "raw-httptools": "httptools",
+    "proxy": "httptools",
     "aiohttp": "aiohttp",
     "httpx": "httpx",
     "httpx-sharded": "httpx",
@@ -186,6 +188,26 @@ async def make_raw(url: str, n: int) -> tuple[Send, Close]:
                 connection.transport.close()
 
     return send, close
+
+
+async def make_proxy(url: str, n: int) -> tuple[Send, Close]:
+    """The proxy's own delivery path: proxy.engines.local.attempt.send on a
+    proxy.engines.http_client pool of ``n`` connections, with its deadline timer and
+    bounded read, as the delivery process runs it."""
+    from proxy.engines.delivery import OutgoingRequest
+    from proxy.engines.http_client import delivery_pool
+    from proxy.engines.local.attempt import PoolSender
+
+    sender = PoolSender(delivery_pool(n))
+    request = OutgoingRequest("POST", url, dict(HEADERS), BODY)
+
+    async def send(slot: int) -> int:
+        outcome = await sender.send(request, deadline=DEADLINE, now=0.0)
+        if outcome.status is None:
+            raise OSError(outcome.error)
+        return outcome.status
+
+    return send, sender.pool.close
 
 
 async def make_aiohttp(url: str, n: int) -> tuple[Send, Close]:
@@ -425,6 +447,7 @@ async def make_pyreqwest(url: str, n: int) -> tuple[Send, Close]:
 
 FACTORIES: dict[str, Callable[[str, int], Awaitable[tuple[Send, Close]]]] = {
     "raw-httptools": make_raw,
+    "proxy": make_proxy,
     "aiohttp": make_aiohttp,
     "httpx": make_httpx,
     "httpx-sharded": make_httpx_sharded,

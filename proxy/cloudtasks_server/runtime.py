@@ -12,8 +12,6 @@ import asyncio
 import logging
 import sqlite3
 
-import aiohttp
-
 from proxy.cloudtasks_server import tables
 from proxy.cloudtasks_server.dispatch import TaskDispatcher
 from proxy.cloudtasks_server.queues import PAUSED, QueueConfig
@@ -22,7 +20,7 @@ from proxy.cloudtasks_server.validation import (
     QUEUE_NAME_BLOCK,
     not_found,
 )
-from proxy.engines.http_client import delivery_session, tls_context
+from proxy.engines.http_client import ConnectionPool, delivery_pool, tls_context
 from proxy.engines.local import attempt
 from proxy.engines.local.clock import Clock, SystemClock
 from proxy.engines.local.lifecycle import DatabaseLock, stop_dispatching
@@ -62,9 +60,9 @@ class Runtime:
         self.queues: dict[str, QueueConfig] = {}
         self.dispatchers: dict[str, TaskDispatcher] = {}
         self.shutdown_grace = shutdown_grace
-        self._sessions: dict[str, tuple[aiohttp.ClientSession, int]] = {}
+        self._sessions: dict[str, tuple[ConnectionPool, int]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
-        self._retired: set[aiohttp.ClientSession] = set()  # to close when idle
+        self._retired: set[ConnectionPool] = set()  # to close when idle
         self._runs: list[asyncio.Task[None]] = []
         self._db_lock = DatabaseLock(self.db)
         self._tls = tls_context()
@@ -153,7 +151,7 @@ class Runtime:
         fresh = TaskDispatcher(
             settings,
             store=self.store,
-            sender=attempt.SessionSender(session),
+            sender=attempt.PoolSender(session),
             clock=self.clock,
             metrics=self.metrics,
         )
@@ -177,18 +175,18 @@ class Runtime:
 
     def _session(
         self, name: str, concurrency: int, previous: TaskDispatcher | None
-    ) -> aiohttp.ClientSession:
+    ) -> ConnectionPool:
         """The pool of queue ``name``: the current one while its size fits, else a new one."""
         current = self._sessions.get(name)
         if current is not None and current[1] == concurrency:
             return current[0]
-        session = delivery_session(concurrency, self._tls)
+        session = delivery_pool(concurrency, self._tls)
         self._sessions[name] = (session, concurrency)
         if current is not None:
             self._retire(current[0], previous)
         return session
 
-    def _retire(self, session: aiohttp.ClientSession, dispatcher: TaskDispatcher | None) -> None:
+    def _retire(self, session: ConnectionPool, dispatcher: TaskDispatcher | None) -> None:
         """Close ``session`` once the attempts in flight on it (those of ``dispatcher``,
         manual runs included) have finished."""
         pending = set(dispatcher.in_flight.values()) | dispatcher.manual if dispatcher else set()

@@ -8,16 +8,15 @@ import math
 import re
 from typing import Protocol
 
-import aiohttp
-
 from proxy.engines.delivery import BODY_METHODS, OutgoingRequest
+from proxy.engines.http_client import SNIPPET_BYTES, ConnectionPool, Response
 from proxy.engines.local.deadlines import DeadlineTimer
 
-SNIPPET_BYTES = 1024
 MAX_SUCCESS_BODY = 1024 * 1024  # read at most this much of a 2xx body, then drop the connection
 MAX_RETRY_AFTER = 30 * 86400.0
 # A field value that can be sent: no control characters but tab (RFC 9110 5.5).
 _FIELD_OK = re.compile(r"[\t\x20-\x7e]*").fullmatch
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+").fullmatch  # a field name (RFC 9110 5.6.2)
 
 
 class Outcome:
@@ -72,14 +71,14 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 
 async def send(
-    session: aiohttp.ClientSession,
+    pool: ConnectionPool,
     request: OutgoingRequest,
     *,
     deadline: float,
     now: float,
     timer: DeadlineTimer,
 ) -> Outcome:
-    """Send ``request`` on ``session`` (redirects not followed); give up after ``deadline``
+    """Send ``request`` on ``pool`` (redirects not followed); give up after ``deadline``
     seconds in total, reading the answer included (``timer`` ends the attempt: one timer
     per queue rather than one per attempt). Never raises for transport problems: they
     become an :class:`Outcome` without a status. ``now`` is Unix seconds. Run it in a
@@ -92,18 +91,11 @@ async def send(
     task = asyncio.current_task(timer.loop())  # with the loop: no getpid() system call
     assert task is not None, "send() runs in a task"
     timer.start(task, deadline)
+    body = request.body if request.body or request.method in BODY_METHODS else None
     try:
-        response = await session.request(
-            request.method,
-            request.url,
-            headers=request.headers,
-            data=request.body if request.body or request.method in BODY_METHODS else None,
-            allow_redirects=False,
+        response = await pool.request(
+            request.method, request.url, request.headers, body, limit=MAX_SUCCESS_BODY
         )
-        try:
-            return await _read(response, now)
-        finally:
-            response.close()
     except asyncio.CancelledError:
         if timer.stop(task) and task.uncancel() == 0:  # the deadline, not a shutdown
             return Outcome(
@@ -112,24 +104,26 @@ async def send(
         raise
     except TimeoutError as exc:  # a socket-level timeout
         return Outcome(None, "timeout", f"timed out: {_describe(exc)}")
-    except (aiohttp.ClientError, OSError) as exc:
+    except OSError as exc:  # ResponseError among them
         return Outcome(None, "error", _describe(exc))
-    except ValueError as exc:  # a URL or header aiohttp refuses to send
+    except ValueError as exc:  # a URL the client cannot send to
         return Outcome(None, "error", f"cannot build the request: {_describe(exc)}")
     finally:
         timer.stop(task)
+    return _outcome(response, now)
 
 
 def _unsendable(request: OutgoingRequest) -> str:
-    """Why ``request`` cannot go on the wire as it is ('' when it can): header names and
-    values must be ASCII, values without control characters but tab (RFC 9110 5.5)."""
+    """Why ``request`` cannot go on the wire as it is ('' when it can): header names must
+    be tokens, values ASCII without control characters but tab (RFC 9110 5.1, 5.5)."""
     headers = request.headers
     values = "".join(headers.values())
-    if values.isascii() and values.isprintable() and "".join(headers).isascii():
+    names = "".join(headers)
+    if values.isascii() and values.isprintable() and _TOKEN(names):
         return ""  # one check for all of them: the usual case (no tab either)
     for name, value in headers.items():
-        if not (name.isascii() and _FIELD_OK(value)):
-            return f"header {name[:64]!r} has a value that cannot be sent"
+        if not (_TOKEN(name) and _FIELD_OK(value)):
+            return f"header {name[:64]!r} has a name or value that cannot be sent"
     return ""  # a tab, which the one check above does not let through
 
 
@@ -138,29 +132,15 @@ def _describe(exc: BaseException) -> str:
     return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:SNIPPET_BYTES]
 
 
-async def _read(response: aiohttp.ClientResponse, now: float) -> Outcome:
+def _outcome(response: Response, now: float) -> Outcome:
     status = response.status
     kind = f"{status // 100}xx" if 100 <= status < 600 else "error"
-    content = response.content
     if 200 <= status < 300:
-        read = 0
-        while read <= MAX_SUCCESS_BODY:
-            chunk = await content.readany()
-            if not chunk:
-                break
-            read += len(chunk)
         return Outcome(status, kind)
-    snippet = b""
-    while len(snippet) < SNIPPET_BYTES:
-        chunk = await content.readany()
-        if not chunk:
-            break
-        snippet += chunk
     retry_after = None
     if status in (429, 503):
-        retry_after = parse_retry_after(response.headers.get("retry-after"), now)
-    text = snippet[:SNIPPET_BYTES].decode("utf-8", "replace")
-    return Outcome(status, kind, text, retry_after)
+        retry_after = parse_retry_after(response.retry_after, now)
+    return Outcome(status, kind, response.snippet.decode("utf-8", "replace"), retry_after)
 
 
 class Sender(Protocol):
@@ -171,14 +151,14 @@ class Sender(Protocol):
         ...
 
 
-class SessionSender:
-    """A :class:`Sender` on an aiohttp session of this event loop, with one deadline timer
+class PoolSender:
+    """A :class:`Sender` on a connection pool of this event loop, with one deadline timer
     for all its attempts."""
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self.session = session
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
         self.timer = DeadlineTimer()
 
     async def send(self, request: OutgoingRequest, *, deadline: float, now: float) -> Outcome:
         """See :func:`send`; ``deadline`` in seconds, ``now`` Unix seconds."""
-        return await send(self.session, request, deadline=deadline, now=now, timer=self.timer)
+        return await send(self.pool, request, deadline=deadline, now=now, timer=self.timer)

@@ -26,7 +26,7 @@ import sys
 from typing import Any, cast
 
 from proxy.engines.delivery import OutgoingRequest
-from proxy.engines.http_client import delivery_session, tls_context
+from proxy.engines.http_client import delivery_pool, tls_context
 from proxy.engines.local import attempt, wire
 from proxy.logs import configure_logging
 
@@ -39,7 +39,7 @@ class _Link(asyncio.Protocol):
     def __init__(self) -> None:
         self.reader = wire.FrameReader()
         self.transport: asyncio.Transport | None = None
-        self.senders: list[attempt.SessionSender] = []  # one per queue index
+        self.senders: list[attempt.PoolSender] = []  # one per queue index
         self.attempts: dict[int, asyncio.Task[None]] = {}
         self.loop = asyncio.get_running_loop()  # asking for it costs a system call
         self.closed = self.loop.create_future()
@@ -78,9 +78,7 @@ class _Link(asyncio.Protocol):
             _, concurrencies, level, fmt = message
             configure_logging(level, fmt)
             tls = tls_context()
-            self.senders = [
-                attempt.SessionSender(delivery_session(size, tls)) for size in concurrencies
-            ]
+            self.senders = [attempt.PoolSender(delivery_pool(size, tls)) for size in concurrencies]
             self.writer.put((wire.READY,))
 
     async def _attempt(
@@ -102,7 +100,7 @@ class _Link(asyncio.Protocol):
             task.cancel()
         await asyncio.gather(*self.attempts.values(), return_exceptions=True)
         for sender in self.senders:
-            await sender.session.close()
+            await sender.pool.close()
 
 
 async def serve(fd: int) -> None:

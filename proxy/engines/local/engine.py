@@ -8,13 +8,11 @@ import logging
 import math
 import ssl
 
-import aiohttp
-
 from proxy.config import QueueSettings, Settings
 from proxy.engines.admin import QueueInfo
-from proxy.engines.http_client import delivery_session, tls_context
+from proxy.engines.http_client import ConnectionPool, delivery_pool, tls_context
 from proxy.engines.local.admin import LocalAdmin
-from proxy.engines.local.attempt import Sender, SessionSender
+from proxy.engines.local.attempt import PoolSender, Sender
 from proxy.engines.local.clock import Clock, SystemClock
 from proxy.engines.local.delivery_worker import DeliveryWorker
 from proxy.engines.local.dispatcher import Dispatcher
@@ -98,7 +96,7 @@ class LocalEngine(LocalAdmin):
         )
         self.backlogs = {queue.name: _Backlog(queue) for queue in settings.queues}
         self.dispatchers: dict[str, Dispatcher] = {}
-        self._sessions: list[aiohttp.ClientSession] = []
+        self._pools: list[ConnectionPool] = []
         self._workers: list[DeliveryWorker] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._db_lock = DatabaseLock(settings.local.db)
@@ -155,7 +153,7 @@ class LocalEngine(LocalAdmin):
         queues = self.settings.queues
         count = min(self.settings.local.delivery_processes, len(queues))
         if count == 0:
-            return [SessionSender(self._make_session(queue)) for queue in queues]
+            return [PoolSender(self._make_pool(queue)) for queue in queues]
         server = self.settings.server
         self._workers = [
             DeliveryWorker(
@@ -169,14 +167,14 @@ class LocalEngine(LocalAdmin):
             await worker.start()
         return [self._workers[n % count].sender(n // count) for n in range(len(queues))]
 
-    def _make_session(self, queue: QueueSettings) -> aiohttp.ClientSession:
+    def _make_pool(self, queue: QueueSettings) -> ConnectionPool:
         # One pool per queue, as large as its concurrency cap: a slow backend of one
         # queue cannot take the connections of another.
         if self._tls is None:
             self._tls = tls_context()  # one CA bundle in memory for every queue
-        session = delivery_session(queue.concurrency, self._tls)
-        self._sessions.append(session)
-        return session
+        pool = delivery_pool(queue.concurrency, self._tls)
+        self._pools.append(pool)
+        return pool
 
     def _dispatcher(self, queue: QueueSettings, sender: Sender) -> Dispatcher:
         backlog = self.backlogs[queue.name]
@@ -206,8 +204,8 @@ class LocalEngine(LocalAdmin):
             return
         grace = self.settings.server.shutdown_grace
         await stop_dispatching(self.dispatchers.values(), self._tasks, grace)
-        for session in self._sessions:
-            await session.close()
+        for pool in self._pools:
+            await pool.close()
         for worker in self._workers:
             await worker.aclose()
         await asyncio.to_thread(self.store.close)

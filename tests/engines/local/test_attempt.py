@@ -6,11 +6,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 
 from proxy.engines.delivery import OutgoingRequest
-from proxy.engines.http_client import delivery_session
+from proxy.engines.http_client import ConnectionPool, delivery_pool
 from proxy.engines.local.attempt import parse_retry_after, send
 from proxy.engines.local.deadlines import DeadlineTimer
 from tests.support.loop_backend import Handler, Reply, Seen, loop_backend
@@ -43,10 +42,10 @@ def test_retry_after_is_capped_at_30_days() -> None:
 
 
 @contextlib.asynccontextmanager
-async def backend(handler: Handler) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
+async def backend(handler: Handler) -> AsyncIterator[tuple[str, ConnectionPool]]:
     """A real backend on the test's loop and a delivery session; yields the URL to post to."""
     async with loop_backend(handler) as server:
-        session = delivery_session(4)
+        session = delivery_pool(4)
         try:
             yield f"{server.url}/x", session
         finally:

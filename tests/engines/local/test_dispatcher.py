@@ -7,13 +7,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from proxy.config import QueueSettings, RetrySettings
-from proxy.engines.http_client import delivery_session
+from proxy.engines.http_client import ConnectionPool, delivery_pool
 from proxy.engines.local import dispatcher as dispatcher_module
-from proxy.engines.local.attempt import SessionSender
+from proxy.engines.local.attempt import PoolSender
 from proxy.engines.local.clock import ManualClock
 from proxy.engines.local.dispatcher import LEASE_PERIOD, Dispatcher
 from proxy.engines.local.store import Store
@@ -34,7 +33,7 @@ class Rig:
     clock: ManualClock
     store: Store
     backend: LoopBackend
-    session: aiohttp.ClientSession
+    session: ConnectionPool
     answer: Answer = lambda request: Reply(200)
     seen: list[tuple[float, Seen]] = field(default_factory=list)
     dispatcher: Dispatcher | None = None
@@ -50,7 +49,7 @@ class Rig:
         self.dispatcher = Dispatcher(
             settings,
             store=self.store,
-            sender=SessionSender(self.session),
+            sender=PoolSender(self.session),
             clock=self.clock,
             metrics=self.metrics,
         )
@@ -81,7 +80,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     store = Store(str(tmp_path / "d.db"), clock=clock.time)
     store.open(["q"])
     async with loop_backend() as backend:
-        session = delivery_session(8)
+        session = delivery_pool(8)
         rig = Rig(clock=clock, store=store, backend=backend, session=session)
         backend.handler = rig.handler
         yield rig
