@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import sys
 import tempfile
@@ -19,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import uvicorn
 from rich.console import Console
 from rich.live import Live
@@ -28,6 +28,7 @@ from rich.table import Table
 
 from proxy.app import create_app
 from proxy.config import Settings, settings_from_dict
+from proxy.engines.http_client import ConnectionPool
 from proxy.server import ingress_options
 
 
@@ -95,21 +96,25 @@ def demo_settings(target: str, db: Path, rate: float, concurrency: int) -> Setti
 
 
 async def _fire(url: str, count: int, accepted: Callable[[], None]) -> None:
-    connector = aiohttp.TCPConnector(limit=32)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for index in range(count):
-            queue.put_nowait(index)
+    pool = ConnectionPool(32)  # the delivery client serves as the demo's load generator
+    headers = {"content-type": "application/json"}
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for index in range(count):
+        queue.put_nowait(index)
 
-        async def worker() -> None:
-            while not queue.empty():
-                index = queue.get_nowait()
-                async with client.post(f"{url}/orders/{index}", json={"order": index}) as answer:
-                    if answer.status == 202:
-                        accepted()
+    async def worker() -> None:
+        while not queue.empty():
+            index = queue.get_nowait()
+            body = json.dumps({"order": index}).encode()
+            request = pool.request("POST", f"{url}/orders/{index}", headers, body, limit=65536)
+            answer = await asyncio.wait_for(request, 30)
+            if answer.status == 202:
+                accepted()
 
+    try:
         await asyncio.gather(*(worker() for _ in range(32)))
+    finally:
+        await pool.close()
 
 
 def _table(accepted: int, delivered: int, rate_in: float, rate_out: float, rate: float) -> Table:

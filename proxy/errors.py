@@ -21,8 +21,8 @@
         ├── BacklogFullError        429 + Retry-After: the queue is at its bound
         └── TaskRejectedError       the engine refused the task as invalid (4xx)
 
-Library errors (sqlite3, grpc, aiohttp) are translated into this tree where they occur;
-the app turns a ``ProxyError`` into an HTTP response in exactly one place.
+Library errors (sqlite3, grpc) are translated into this tree where they occur; the
+app turns a ``ProxyError`` into an HTTP response in exactly one place.
 """
 
 from __future__ import annotations

@@ -94,3 +94,21 @@ def test_the_public_names_load_when_used() -> None:
     assert proxy.Settings is Settings
     with pytest.raises(AttributeError):
         _ = proxy.no_such_name  # type: ignore[attr-defined]
+
+
+# The import names of pyproject.toml's runtime dependencies (and of what they install:
+# uvicorn[standard] brings uvloop, google-cloud-tasks the rest of the google namespace).
+_RUNTIME = {"starlette", "uvicorn", "uvloop", "httptools", "google", "grpc", "tenacity"}
+_RUNTIME |= {"prometheus_client", "rich", "proxy"}
+
+
+def test_the_package_imports_only_its_runtime_dependencies() -> None:
+    """Every import in proxy/ is the standard library or a runtime dependency: a library
+    the tests install (aiohttp, httpx) is not there when a user runs `pip install .`."""
+    outside = {
+        f"{path.relative_to(PACKAGE)}: {name}"
+        for path in _modules(PACKAGE)
+        for name in _imports(path)
+        if name.split(".")[0] not in _RUNTIME | set(sys.stdlib_module_names)
+    }
+    assert not outside
