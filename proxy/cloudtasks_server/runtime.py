@@ -60,7 +60,7 @@ class Runtime:
         self.queues: dict[str, QueueConfig] = {}
         self.dispatchers: dict[str, TaskDispatcher] = {}
         self.shutdown_grace = shutdown_grace
-        self._sessions: dict[str, tuple[ConnectionPool, int]] = {}
+        self._pools: dict[str, tuple[ConnectionPool, int]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._retired: set[ConnectionPool] = set()  # to close when idle
         self._runs: list[asyncio.Task[None]] = []
@@ -99,8 +99,8 @@ class Runtime:
         for job in list(self._retiring):
             job.cancel()
         await asyncio.gather(*self._retiring, return_exceptions=True)
-        for session in [*self._retired, *(pool for pool, _ in self._sessions.values())]:
-            await session.close()
+        for pool in [*self._retired, *(current for current, _ in self._pools.values())]:
+            await pool.close()
         await asyncio.to_thread(self.store.close)
         self._db_lock.release()
 
@@ -147,11 +147,11 @@ class Runtime:
             dispatcher.set_paused(config.state == PAUSED)
             return
         settings = config.settings()
-        session = self._session(config.name, settings.concurrency, dispatcher)
+        pool = self._pool(config.name, settings.concurrency, dispatcher)
         fresh = TaskDispatcher(
             settings,
             store=self.store,
-            sender=attempt.PoolSender(session),
+            sender=attempt.PoolSender(pool),
             clock=self.clock,
             metrics=self.metrics,
         )
@@ -169,35 +169,35 @@ class Runtime:
         dispatcher = self.dispatchers.pop(name, None)
         if dispatcher is not None:
             dispatcher.stop()
-        old = self._sessions.pop(name, None)
+        old = self._pools.pop(name, None)
         if old is not None:
             self._retire(old[0], dispatcher)
 
-    def _session(
+    def _pool(
         self, name: str, concurrency: int, previous: TaskDispatcher | None
     ) -> ConnectionPool:
         """The pool of queue ``name``: the current one while its size fits, else a new one."""
-        current = self._sessions.get(name)
+        current = self._pools.get(name)
         if current is not None and current[1] == concurrency:
             return current[0]
-        session = delivery_pool(concurrency, self._tls)
-        self._sessions[name] = (session, concurrency)
+        pool = delivery_pool(concurrency, self._tls)
+        self._pools[name] = (pool, concurrency)
         if current is not None:
             self._retire(current[0], previous)
-        return session
+        return pool
 
-    def _retire(self, session: ConnectionPool, dispatcher: TaskDispatcher | None) -> None:
-        """Close ``session`` once the attempts in flight on it (those of ``dispatcher``,
+    def _retire(self, pool: ConnectionPool, dispatcher: TaskDispatcher | None) -> None:
+        """Close ``pool`` once the attempts in flight on it (those of ``dispatcher``,
         manual runs included) have finished."""
         pending = set(dispatcher.in_flight.values()) | dispatcher.manual if dispatcher else set()
 
-        self._retired.add(session)
+        self._retired.add(pool)
 
         async def close() -> None:
             if pending:
                 await asyncio.wait(pending)
-            self._retired.discard(session)
-            await session.close()
+            self._retired.discard(pool)
+            await pool.close()
 
         job = asyncio.create_task(close())
         self._retiring.add(job)

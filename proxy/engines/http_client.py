@@ -3,7 +3,7 @@
 Chosen by measurement (bench/delivery_clients.py, bench/README.md): a delivery needs one
 request and the status, a ``Retry-After`` and a bounded snippet of the answer, and this
 client (asyncio protocols and the ``httptools`` parser the ingress uses) does that for
-about a third of aiohttp's CPU per request and a tenth of httpx's. What it does:
+about a quarter of aiohttp's CPU per request and a fortieth of httpx's. What it does:
 
 - ``http`` and ``https`` (the context of :func:`tls_context`: system CA bundle, host name
   checked) targets, HTTP/1.1 only; redirects are never followed (a 3xx is an answer);
