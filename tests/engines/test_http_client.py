@@ -109,17 +109,6 @@ async def post(pool: ConnectionPool, url: str, body: bytes = b"hi", **headers: s
     return await asyncio.wait_for(pool.request("POST", url, headers, body, limit=LIMIT), 10)
 
 
-async def test_a_connection_is_reused_while_the_server_keeps_it() -> None:
-    """Two requests in turn go out on one connection."""
-    async with answering(OK) as server:
-        pool = ConnectionPool(4)
-        for _ in range(2):
-            response = await post(pool, f"{server.url}/x")
-            assert (response.status, response.snippet) == (200, b"ok")
-        await pool.close()
-    assert server.connections == 1
-
-
 async def test_the_request_carries_the_given_headers_and_its_own_framing() -> None:
     """Host comes from the URL, Content-Length from the body; a stored Content-Length,
     Transfer-Encoding or Connection cannot re-frame it; the other headers go as given."""
@@ -235,14 +224,15 @@ EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + OK
 @pytest.mark.parametrize(
     "answer",
     [
+        pytest.param(OK, id="content-length"),
         pytest.param(CHUNKED, id="chunked"),
         pytest.param(CONTINUE, id="interim-100"),
         pytest.param(EARLY_HINTS, id="interim-103"),
     ],
 )
 async def test_framings_of_an_answer(answer: bytes) -> None:
-    """Chunked bodies and interim (1xx) answers before the real one are read as one
-    answer, and the connection is reused after them."""
+    """An answer with a Content-Length, a chunked one, and interim (1xx) answers before
+    the real one are each read as one answer, and the one connection is reused after them."""
     async with answering(answer) as server:
         pool = ConnectionPool(1)
         for _ in range(2):
