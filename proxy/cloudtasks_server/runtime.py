@@ -173,9 +173,7 @@ class Runtime:
         if old is not None:
             self._retire(old[0], dispatcher)
 
-    def _pool(
-        self, name: str, concurrency: int, previous: TaskDispatcher | None
-    ) -> ConnectionPool:
+    def _pool(self, name: str, concurrency: int, previous: TaskDispatcher | None) -> ConnectionPool:
         """The pool of queue ``name``: the current one while its size fits, else a new one."""
         current = self._pools.get(name)
         if current is not None and current[1] == concurrency:
