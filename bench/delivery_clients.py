@@ -195,10 +195,10 @@ async def make_proxy(url: str, n: int) -> tuple[Send, Close]:
     proxy.engines.http_client pool of ``n`` connections, with its deadline timer and
     bounded read, as the delivery process runs it."""
     from proxy.engines.delivery import OutgoingRequest
-    from proxy.engines.http_client import delivery_pool
+    from proxy.engines.http_client import ConnectionPool
     from proxy.engines.local.attempt import PoolSender
 
-    sender = PoolSender(delivery_pool(n))
+    sender = PoolSender(ConnectionPool(n))
     request = OutgoingRequest("POST", url, dict(HEADERS), BODY)
 
     async def send(slot: int) -> int:

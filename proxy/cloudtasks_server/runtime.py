@@ -20,7 +20,7 @@ from proxy.cloudtasks_server.validation import (
     QUEUE_NAME_BLOCK,
     not_found,
 )
-from proxy.engines.http_client import ConnectionPool, delivery_pool, tls_context
+from proxy.engines.http_client import ConnectionPool, tls_context
 from proxy.engines.local import attempt
 from proxy.engines.local.clock import Clock, SystemClock
 from proxy.engines.local.lifecycle import DatabaseLock, stop_dispatching
@@ -178,7 +178,7 @@ class Runtime:
         current = self._pools.get(name)
         if current is not None and current[1] == concurrency:
             return current[0]
-        pool = delivery_pool(concurrency, self._tls)
+        pool = ConnectionPool(concurrency, self._tls)
         self._pools[name] = (pool, concurrency)
         if current is not None:
             self._retire(current[0], previous)

@@ -175,10 +175,7 @@ class _Connection(asyncio.Protocol):
         if self.response.status and not self.head_only:
             self._finish(reusable=False)  # a body that ends with the connection
         elif exc is not None and not self.received:
-            answer, self.answer = self.answer, None
-            if not answer.done():
-                error = ResponseError(f"{type(exc).__name__}: {exc}", answered=False)
-                answer.set_exception(error)
+            self._fail(f"{type(exc).__name__}: {exc}")
         else:
             self._fail("the server closed the connection before answering")
 
@@ -222,11 +219,14 @@ class ConnectionPool:
         them) when no answer could be had."""
         origin, target, host = _split(url)
         lines = [f"{method} {target} HTTP/1.1\r\n"]
-        if "host" not in headers and "Host" not in headers:
-            lines.append(f"Host: {host}\r\n")
+        has_host = False
         for name, value in headers.items():
-            if name.lower() not in _OWN_FRAMING:
+            lower = name.lower()
+            if lower not in _OWN_FRAMING:
                 lines.append(f"{name}: {value}\r\n")
+                has_host = has_host or lower == "host"
+        if not has_host:
+            lines.insert(1, f"Host: {host}\r\n")
         if body is not None:
             lines.append(f"Content-Length: {len(body)}\r\n\r\n")
             data = "".join(lines).encode("latin-1") + body
@@ -258,20 +258,23 @@ class ConnectionPool:
     async def _acquire(
         self, origin: tuple[str, str, int], *, fresh: bool = False
     ) -> tuple[_Connection, bool]:
-        idle = self._idle.get(origin)
-        while idle and not fresh:
-            connection = idle.pop()  # the most recently used: the least likely to be closed
-            if not connection.closed:
-                return connection, True
-        while len(self._open) + self._connecting >= self.limit:
-            if not self._close_an_idle():
-                waiter = self.loop.create_future()
-                self._waiters.append(waiter)
-                try:
-                    await waiter
-                finally:
-                    if waiter in self._waiters:
-                        self._waiters.remove(waiter)
+        while True:
+            idle = self._idle.get(origin)
+            while idle and not fresh:
+                connection = idle.pop()  # the most recently used: the least likely closed
+                if not connection.closed:
+                    return connection, True
+            if len(self._open) + self._connecting < self.limit:
+                break
+            if self._close_an_idle():
+                continue  # an idle connection of another origin made room
+            waiter = self.loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter  # a connection was released (perhaps ours) or closed
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
         scheme, host, port = origin
         tls = None
         if scheme == "https":
@@ -344,14 +347,8 @@ class ConnectionPool:
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
-        for connection in list(self._open):
-            if connection.answer is not None and not connection.answer.done():
-                connection._fail("the delivery client closed")
-            connection._close()
-        for idle in self._idle.values():
-            for connection in list(idle):
-                connection._close()
-        self._idle.clear()
+        for connection in list(self._open):  # the idle ones among them
+            connection._fail("the delivery client closed")  # closes; fails a waiting answer
 
 
 def _split(url: str) -> tuple[tuple[str, str, int], str, str]:
@@ -369,13 +366,6 @@ def _split(url: str) -> tuple[tuple[str, str, int], str, str]:
         target = f"{target}?{parts.query}"
     netloc = parts.netloc.rpartition("@")[2]  # no user information in Host
     return (scheme, host, port), target, netloc
-
-
-def delivery_pool(connections: int, tls: ssl.SSLContext | None = None) -> ConnectionPool:
-    """A pool for one queue's deliveries, with at most ``connections`` connections (at
-    least one). ``tls`` is the context for https targets (pass one context to share it
-    between pools). Call from the event loop that will use it."""
-    return ConnectionPool(connections, tls)
 
 
 def tls_context() -> ssl.SSLContext:

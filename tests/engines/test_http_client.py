@@ -109,6 +109,16 @@ async def post(pool: ConnectionPool, url: str, body: bytes = b"hi", **headers: s
     return await asyncio.wait_for(pool.request("POST", url, headers, body, limit=LIMIT), 10)
 
 
+async def post_twice(url: str) -> list[tuple[int, bytes]]:
+    """Two POSTs in turn on a pool of one connection: (status, snippet) of each answer."""
+    pool = ConnectionPool(1)
+    try:
+        answers = [await post(pool, url) for _ in range(2)]
+    finally:
+        await pool.close()
+    return [(answer.status, answer.snippet) for answer in answers]
+
+
 async def test_the_request_carries_the_given_headers_and_its_own_framing() -> None:
     """Host comes from the URL, Content-Length from the body; a stored Content-Length,
     Transfer-Encoding or Connection cannot re-frame it; the other headers go as given."""
@@ -136,11 +146,12 @@ async def test_the_request_carries_the_given_headers_and_its_own_framing() -> No
     assert server.bodies == [b"12345"]
 
 
-async def test_a_given_host_header_is_kept() -> None:
-    """A Host in the request's headers is sent instead of the URL's."""
+@pytest.mark.parametrize("name", ["host", "Host", "HOST"])
+async def test_a_given_host_header_is_kept(name: str) -> None:
+    """A Host in the request's headers, in any case, is sent instead of the URL's."""
     async with answering(OK) as server:
         pool = ConnectionPool(1)
-        await post(pool, f"{server.url}/", host="backend.example")
+        await post(pool, f"{server.url}/", **{name: "backend.example"})
         await pool.close()
     lines = server.heads[0].decode().lower().split("\r\n")
     assert [line for line in lines if line.startswith("host")] == ["host: backend.example"]
@@ -234,11 +245,7 @@ async def test_framings_of_an_answer(answer: bytes) -> None:
     """An answer with a Content-Length, a chunked one, and interim (1xx) answers before
     the real one are each read as one answer, and the one connection is reused after them."""
     async with answering(answer) as server:
-        pool = ConnectionPool(1)
-        for _ in range(2):
-            response = await post(pool, f"{server.url}/")
-            assert (response.status, response.snippet) == (200, b"ok")
-        await pool.close()
+        assert await post_twice(f"{server.url}/") == [(200, b"ok")] * 2
     assert server.connections == 1
 
 
@@ -255,11 +262,7 @@ async def test_a_body_that_ends_with_the_connection() -> None:
         writer.write(b"backend")
 
     async with raw(handle) as server:
-        pool = ConnectionPool(1)
-        for _ in range(2):
-            response = await post(pool, f"{server.url}/")
-            assert (response.status, response.snippet) == (500, b"broken backend")
-        await pool.close()
+        assert await post_twice(f"{server.url}/") == [(500, b"broken backend")] * 2
     assert server.connections == 2
 
 

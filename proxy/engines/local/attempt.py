@@ -12,7 +12,7 @@ from proxy.engines.delivery import BODY_METHODS, OutgoingRequest
 from proxy.engines.http_client import SNIPPET_BYTES, ConnectionPool, Response
 from proxy.engines.local.deadlines import DeadlineTimer
 
-MAX_SUCCESS_BODY = 1024 * 1024  # read at most this much of a 2xx body, then drop the connection
+MAX_ANSWER_BODY = 1024 * 1024  # read at most this much of an answer, then drop the connection
 MAX_RETRY_AFTER = 30 * 86400.0
 # A field value that can be sent: no control characters but tab (RFC 9110 5.5).
 _FIELD_OK = re.compile(r"[\t\x20-\x7e]*").fullmatch
@@ -94,7 +94,7 @@ async def send(
     body = request.body if request.body or request.method in BODY_METHODS else None
     try:
         response = await pool.request(
-            request.method, request.url, request.headers, body, limit=MAX_SUCCESS_BODY
+            request.method, request.url, request.headers, body, limit=MAX_ANSWER_BODY
         )
     except asyncio.CancelledError:
         if timer.stop(task) and task.uncancel() == 0:  # the deadline, not a shutdown

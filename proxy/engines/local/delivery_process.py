@@ -26,7 +26,7 @@ import sys
 from typing import Any, cast
 
 from proxy.engines.delivery import OutgoingRequest
-from proxy.engines.http_client import delivery_pool, tls_context
+from proxy.engines.http_client import ConnectionPool, tls_context
 from proxy.engines.local import attempt, wire
 from proxy.logs import configure_logging
 
@@ -78,7 +78,7 @@ class _Link(asyncio.Protocol):
             _, concurrencies, level, fmt = message
             configure_logging(level, fmt)
             tls = tls_context()
-            self.senders = [attempt.PoolSender(delivery_pool(size, tls)) for size in concurrencies]
+            self.senders = [attempt.PoolSender(ConnectionPool(size, tls)) for size in concurrencies]
             self.writer.put((wire.READY,))
 
     async def _attempt(

@@ -10,7 +10,7 @@ import ssl
 
 from proxy.config import QueueSettings, Settings
 from proxy.engines.admin import QueueInfo
-from proxy.engines.http_client import ConnectionPool, delivery_pool, tls_context
+from proxy.engines.http_client import ConnectionPool, tls_context
 from proxy.engines.local.admin import LocalAdmin
 from proxy.engines.local.attempt import PoolSender, Sender
 from proxy.engines.local.clock import Clock, SystemClock
@@ -172,7 +172,7 @@ class LocalEngine(LocalAdmin):
         # queue cannot take the connections of another.
         if self._tls is None:
             self._tls = tls_context()  # one CA bundle in memory for every queue
-        pool = delivery_pool(queue.concurrency, self._tls)
+        pool = ConnectionPool(queue.concurrency, self._tls)
         self._pools.append(pool)
         return pool
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from proxy.config import QueueSettings, RetrySettings
-from proxy.engines.http_client import ConnectionPool, delivery_pool
+from proxy.engines.http_client import ConnectionPool
 from proxy.engines.local import dispatcher as dispatcher_module
 from proxy.engines.local.attempt import PoolSender
 from proxy.engines.local.clock import ManualClock
@@ -33,7 +33,7 @@ class Rig:
     clock: ManualClock
     store: Store
     backend: LoopBackend
-    session: ConnectionPool
+    pool: ConnectionPool
     answer: Answer = lambda request: Reply(200)
     seen: list[tuple[float, Seen]] = field(default_factory=list)
     dispatcher: Dispatcher | None = None
@@ -49,7 +49,7 @@ class Rig:
         self.dispatcher = Dispatcher(
             settings,
             store=self.store,
-            sender=PoolSender(self.session),
+            sender=PoolSender(self.pool),
             clock=self.clock,
             metrics=self.metrics,
         )
@@ -80,11 +80,11 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     store = Store(str(tmp_path / "d.db"), clock=clock.time)
     store.open(["q"])
     async with loop_backend() as backend:
-        session = delivery_pool(8)
-        rig = Rig(clock=clock, store=store, backend=backend, session=session)
+        pool = ConnectionPool(8)
+        rig = Rig(clock=clock, store=store, backend=backend, pool=pool)
         backend.handler = rig.handler
         yield rig
-        await session.close()
+        await pool.close()
     store.close()
 
 
