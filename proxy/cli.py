@@ -80,7 +80,7 @@ def _add_cloudtasks_server(commands: argparse._SubParsersAction[Any]) -> None:
 
 
 def _cloudtasks_server(args: argparse.Namespace) -> int:
-    from proxy.cloudtasks_server import serve
+    from proxy.cloudtasks_server.server import serve
 
     ports = [args.port] if args.rest_port is None else [args.port, args.rest_port]
     if not all(0 <= port <= 65535 for port in ports) or args.max_task_bytes < 1:
@@ -143,7 +143,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def _apply_queues(args: argparse.Namespace) -> int:
-    from proxy.engines.cloudtasks_queues import apply_queues
+    from proxy.engines.cloudtasks.queues import apply_queues
     from proxy.errors import ProxyError
 
     flags = {

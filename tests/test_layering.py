@@ -30,6 +30,78 @@ def _modules(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.py"))
 
 
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _load_time_imports(path: Path, modules: set[str]) -> set[str]:
+    """The modules of ours that importing ``path`` runs: its module-level imports, not
+    those inside functions (lazy on purpose) or under ``if TYPE_CHECKING``."""
+    name = _module_name(path)
+    found: set[str] = set()
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.If):
+                if "TYPE_CHECKING" not in ast.unparse(node.test):
+                    visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+                visit(node.orelse)
+                visit(node.finalbody)
+                for handler in node.handlers:
+                    visit(handler.body)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    package = name.split(".")
+                    if path.name != "__init__.py":
+                        package = package[:-1]
+                    package = package[: len(package) - node.level + 1]
+                    base = ".".join([*package, base] if base else package)
+                found.add(base)
+                found.update(f"{base}.{alias.name}" for alias in node.names)
+
+    visit(ast.parse(path.read_text()).body)
+    return found & modules - {name}
+
+
+def test_there_are_no_import_cycles() -> None:
+    """Importing any module of the package never comes back to a module being imported.
+    Loading a module loads its packages first, so a package's ``__init__`` that imports
+    its own modules is part of every cycle through them; the graph counts that edge for
+    every module that imports anything of ours (a leaf such as ``_version`` cannot close
+    a cycle)."""
+    paths = {_module_name(path): path for path in _modules(PACKAGE)}
+    modules = set(paths)
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        edges = _load_time_imports(path, modules)
+        if edges:
+            parts = name.split(".")
+            edges |= {".".join(parts[:i]) for i in range(1, len(parts))} - {name}
+        graph[name] = edges
+    done: set[str] = set()
+
+    def walk(name: str, trail: list[str]) -> None:
+        if name in trail:
+            cycle = [*trail[trail.index(name) :], name]
+            raise AssertionError("import cycle: " + " -> ".join(cycle))
+        if name in done:
+            return
+        for target in sorted(graph[name]):
+            walk(target, [*trail, name])
+        done.add(name)
+
+    for name in sorted(graph):
+        walk(name, [])
+    assert len(graph) > 60  # every module of the package was read
+
+
 def test_engines_know_nothing_of_the_web_layer() -> None:
     """No engine module imports Starlette, uvicorn or the ingress/admin/app/cli modules."""
     forbidden = ("starlette", "uvicorn", "proxy.ingress", "proxy.admin", "proxy.app", "proxy.cli")

@@ -8,9 +8,3 @@ default. Modules: ``validation`` (names, limits, errors), ``queues`` and ``tasks
 registry, dispatchers), ``dispatch`` (one attempt with Cloud Tasks semantics),
 ``queue_api`` and ``task_api`` (the RPCs), ``server`` (gRPC wiring).
 """
-
-from __future__ import annotations
-
-from proxy.cloudtasks_server.server import LocalCloudTasks, serve
-
-__all__ = ["LocalCloudTasks", "serve"]

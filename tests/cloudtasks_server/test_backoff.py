@@ -20,7 +20,7 @@ from google.api_core import exceptions as gexc
 from google.cloud.tasks_v2 import CloudTasksAsyncClient, HttpRequest, Queue, RetryConfig, Task
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
 
-from proxy.cloudtasks_server import LocalCloudTasks
+from proxy.cloudtasks_server.server import LocalCloudTasks
 from proxy.engines.local.clock import ManualClock
 from tests.support.backend import RecordingBackend
 

@@ -22,7 +22,7 @@ import pytest
 
 from proxy.config import Settings, settings_from_dict
 from proxy.engines import Engine
-from proxy.engines.cloudtasks import CloudTasksEngine
+from proxy.engines.cloudtasks.engine import CloudTasksEngine
 from proxy.envelope import Envelope
 from proxy.errors import EngineUnavailableError
 from proxy.metrics import Metrics
@@ -65,7 +65,7 @@ class Harness:
 
 
 def local_harness(backend: RecordingBackend, tmp_path: Path) -> Harness:
-    from proxy.engines.local import LocalEngine
+    from proxy.engines.local.engine import LocalEngine
 
     queue = "contract"
     settings = settings_from_dict(

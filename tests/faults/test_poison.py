@@ -13,7 +13,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from proxy.engines.local import LocalEngine
+from proxy.engines.local.engine import LocalEngine
 from proxy.envelope import Envelope
 from proxy.metrics import Metrics
 from tests.support.backend import RecordingBackend

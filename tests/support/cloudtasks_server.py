@@ -19,7 +19,7 @@ import grpc
 from google.cloud.tasks_v2 import CloudTasksClient
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
-from proxy.cloudtasks_server import LocalCloudTasks
+from proxy.cloudtasks_server.server import LocalCloudTasks
 from tests.support.servers import free_port
 
 START_TIMEOUT = 20.0

@@ -6,9 +6,3 @@ returns), ``bucket`` (token bucket, 429/503 throttle), ``clock`` (injectable tim
 ``attempt`` (one HTTP attempt), ``dispatcher`` (per-queue scheduling and retries) and
 ``engine`` (:class:`LocalEngine`), ``admin`` (its QueueAdmin operations).
 """
-
-from __future__ import annotations
-
-from proxy.engines.local.engine import LocalEngine
-
-__all__ = ["LocalEngine"]

@@ -10,7 +10,7 @@ import pytest
 
 from proxy.config import settings_from_dict
 from proxy.engines.admin import QueueAdmin
-from proxy.engines.local import LocalEngine
+from proxy.engines.local.engine import LocalEngine
 from proxy.envelope import Envelope
 from proxy.errors import NotFoundError
 from proxy.metrics import Metrics

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from proxy.engines.local import LocalEngine
+from proxy.engines.local.engine import LocalEngine
 from tests.support.backend import Received, RecordingBackend
 from tests.support.servers import RunningProxy, free_port, run_proxy, wait_for
 from tests.support.spike import accepted, local_settings, spike

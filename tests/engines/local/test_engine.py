@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from proxy.config import Settings, settings_from_dict
-from proxy.engines.local import LocalEngine
+from proxy.engines.local.engine import LocalEngine
 from proxy.engines.local.store import Store
 from proxy.envelope import Envelope
 from proxy.errors import BacklogFullError, EngineUnavailableError, TaskRejectedError

@@ -3,17 +3,14 @@ or to Google's endpoint (TLS, Application Default Credentials)."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
-from google.auth import exceptions as auth_exceptions
 from google.cloud.tasks_v2 import CloudTasksAsyncClient
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
 
 from proxy.config import CloudTasksSettings
-from proxy.errors import ConfigError
+from proxy.engines.cloudtasks.errors import credentials_needed
 
 _RECONNECT_OPTIONS: list[tuple[str, Any]] = [
     # The default reconnect backoff grows to 120 s; a proxy must notice recovery quickly.
@@ -37,7 +34,7 @@ def make_client(settings: CloudTasksSettings) -> CloudTasksAsyncClient:
     if settings.emulator_host:
         channel = grpc.aio.insecure_channel(settings.emulator_host, options=_CHANNEL_OPTIONS)
         return CloudTasksAsyncClient(transport=CloudTasksGrpcAsyncIOTransport(channel=channel))
-    with _credentials_needed():
+    with credentials_needed():
         transport = CloudTasksGrpcAsyncIOTransport(channel=_secure_channel)
     return CloudTasksAsyncClient(transport=transport)
 
@@ -50,7 +47,7 @@ def make_create_task_channel(settings: CloudTasksSettings, host: str) -> grpc.ai
     """
     if settings.emulator_host:
         return grpc.aio.insecure_channel(settings.emulator_host, options=_CHANNEL_OPTIONS)
-    with _credentials_needed():
+    with credentials_needed():
         return _secure_channel(host, options=_CHANNEL_OPTIONS[:2])
 
 
@@ -58,16 +55,3 @@ def _secure_channel(host: str, **kwargs: Any) -> grpc.aio.Channel:
     kwargs["options"] = [*kwargs.get("options", []), *_RECONNECT_OPTIONS]
     channel: grpc.aio.Channel = CloudTasksGrpcAsyncIOTransport.create_channel(host, **kwargs)
     return channel
-
-
-@contextlib.contextmanager
-def _credentials_needed() -> Iterator[None]:
-    try:
-        yield
-    except auth_exceptions.DefaultCredentialsError as exc:
-        raise ConfigError(
-            "cloudtasks",
-            f"no Google credentials found ({exc}); run with a service account on Google "
-            "Cloud, set GOOGLE_APPLICATION_CREDENTIALS, or set CLOUD_TASKS_EMULATOR_HOST "
-            "to use the emulator",
-        ) from None

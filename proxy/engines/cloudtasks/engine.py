@@ -1,19 +1,13 @@
 """Cloud Tasks engine: every Envelope becomes one named HTTP task (``CreateTask``) before
 the client gets its 202; Cloud Tasks itself then delivers it.
 
-Errors of grpc and google-api-core are translated into the proxy's error tree here and
-nowhere else (the channels, and google-auth's "no credentials", live in
-``cloudtasks_channel``):
-
 - ``ALREADY_EXISTS`` on a retry of our own call is success (the earlier attempt got
   through); on the first attempt of a task with an Idempotency-Key it is a duplicate.
-- ``UNAVAILABLE``, ``DEADLINE_EXCEEDED``, ``RESOURCE_EXHAUSTED``, ``INTERNAL`` and
-  connection failures are retried (jittered exponential backoff), all attempts bounded by
-  ``cloudtasks.enqueue_deadline``; then :class:`EngineUnavailableError` (503 +
-  Retry-After). Nothing answers 202 unless CreateTask returned OK.
-- ``INVALID_ARGUMENT`` is :class:`TaskRejectedError` (413 for "too large", else 400);
-  a missing or disabled queue and refused credentials are :class:`EngineUnavailableError`
-  with a sentence saying what to fix.
+- Transient codes and connection failures are retried (jittered exponential backoff), all
+  attempts bounded by ``cloudtasks.enqueue_deadline``; then 503 + Retry-After. Nothing
+  answers 202 unless CreateTask returned OK.
+- Every other failure becomes a proxy error in ``errors.py``, the engine's one error
+  boundary.
 """
 
 from __future__ import annotations
@@ -30,9 +24,20 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity.wait import wait_random_exponential
 
 from proxy.config import Settings
-from proxy.engines.cloudtasks_admin import CloudTasksAdmin
-from proxy.engines.cloudtasks_channel import make_client, make_create_task_channel
-from proxy.engines.cloudtasks_request import (
+from proxy.engines.cloudtasks.admin import CloudTasksAdmin
+from proxy.engines.cloudtasks.channel import make_client, make_create_task_channel
+from proxy.engines.cloudtasks.errors import (
+    RETRY_AFTER_SETUP,
+    RETRY_AFTER_TRANSIENT,
+    TRANSIENT,
+    code_name,
+    create_task_error,
+    from_rpc_error,
+    gave_up,
+    grpc_code,
+    retry_after,
+)
+from proxy.engines.cloudtasks.request import (
     CREATE_TASK_METHOD,
     QueueTarget,
     create_task_message,
@@ -47,28 +52,11 @@ __all__ = ["CloudTasksEngine", "make_client"]
 
 logger = logging.getLogger("ingest_proxy.cloudtasks")
 
-TRANSIENT = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.INTERNAL,
-    }
-)
 READY_TIMEOUT = 1.0  # seconds per GetQueue probe
 READY_CACHE = 1.5  # seconds a readiness answer is reused
 MIN_ATTEMPT = 0.05  # seconds: no attempt starts with less budget than this
-RETRY_AFTER_TRANSIENT = 2.0
-RETRY_AFTER_QUOTA = 5.0
-RETRY_AFTER_SETUP = 30.0  # queue missing, permissions: a person has to act
 _LOG_EVERY = 10.0  # seconds between two warnings about the same failure
 _WAIT = wait_random_exponential(multiplier=0.05, max=0.5)
-_ENQUEUER = "Cloud Tasks Enqueuer (roles/cloudtasks.enqueuer)"
-_SA_USER = "Service Account User (roles/iam.serviceAccountUser)"
-# A typed alias of an untyped google-api-core helper.
-_from_grpc_error: Callable[[grpc.RpcError], core_exceptions.GoogleAPICallError] = (
-    core_exceptions.from_grpc_error
-)
 
 
 class _TransientError(Exception):
@@ -201,11 +189,11 @@ class CloudTasksEngine(CloudTasksAdmin):
         try:
             await create_task(request, timeout=timeout, metadata=target.metadata)
         except grpc.RpcError as rpc_error:
-            exc = _from_grpc_error(rpc_error)
+            exc = from_rpc_error(rpc_error)
             if isinstance(exc, core_exceptions.AlreadyExists):
                 return self._already_exists(envelope, attempts)
             self._count("CreateTask", exc)
-            if _grpc_code(exc) in TRANSIENT:
+            if grpc_code(exc) in TRANSIENT:
                 raise _TransientError(exc) from None
             raise self._translate(exc, target) from None
         return EnqueueResult(envelope.id, envelope.queue)
@@ -227,64 +215,21 @@ class CloudTasksEngine(CloudTasksAdmin):
     def _gave_up(
         self, error: core_exceptions.GoogleAPICallError, target: QueueTarget
     ) -> ProxyError:
-        code = _grpc_code(error)
-        name = code.name if code is not None else type(error).__name__
         self._log(
-            f"transient:{name}",
+            f"transient:{code_name(error)}",
             "CreateTask on %s failed until the deadline: %s",
             target.path,
             error,
         )
-        retry_after = (
-            RETRY_AFTER_QUOTA
-            if code == grpc.StatusCode.RESOURCE_EXHAUSTED
-            else RETRY_AFTER_TRANSIENT
-        )
-        return EngineUnavailableError(
-            f"Cloud Tasks did not accept the task within {self._budget:g}s ({name}); "
-            "nothing was stored, retry later.",
-            retry_after=retry_after,
-        )
+        return gave_up(error, self._budget)
 
     def _translate(
         self, exc: core_exceptions.GoogleAPICallError, target: QueueTarget
     ) -> ProxyError:
-        code = _grpc_code(exc)
-        queue = target.settings.name
-        message = exc.message or ""
-        if code == grpc.StatusCode.INVALID_ARGUMENT:
-            if "too large" in message.lower():
-                return TaskRejectedError(
-                    f"Cloud Tasks refused the task as too large ({message}); "
-                    "send a smaller request.",
-                    status=413,
-                    code="task_too_large",
-                )
-            return TaskRejectedError(f"Cloud Tasks refused the task: {message}", status=400)
-        self._log(code.name if code else "other", "CreateTask on %s: %s", target.path, exc)
-        if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
-            return EngineUnavailableError(
-                f"Cloud Tasks queue {queue!r} is missing, paused or disabled; nothing was "
-                "stored. Create or resume the queue.",
-                retry_after=RETRY_AFTER_SETUP,
-            )
-        if code == grpc.StatusCode.PERMISSION_DENIED:
-            return EngineUnavailableError(
-                f"Cloud Tasks denied the proxy's identity on queue {queue!r}: it needs the "
-                f"{_ENQUEUER} role on the queue, and {_SA_USER} on the OIDC service account.",
-                retry_after=RETRY_AFTER_SETUP,
-            )
-        if code == grpc.StatusCode.UNAUTHENTICATED:
-            return EngineUnavailableError(
-                "Cloud Tasks did not accept the proxy's credentials; give the proxy a valid "
-                f"identity with the {_ENQUEUER} role.",
-                retry_after=RETRY_AFTER_SETUP,
-            )
-        name = code.name if code is not None else type(exc).__name__
-        return EngineUnavailableError(
-            f"Cloud Tasks answered {name}; nothing was stored, retry later.",
-            retry_after=RETRY_AFTER_TRANSIENT,
-        )
+        code = grpc_code(exc)
+        if code != grpc.StatusCode.INVALID_ARGUMENT:
+            self._log(code.name if code else "other", "CreateTask on %s: %s", target.path, exc)
+        return create_task_error(exc, target.settings.name)
 
     async def check_ready(self) -> None:
         """Raise :class:`EngineUnavailableError` unless every queue answers GetQueue.
@@ -331,13 +276,13 @@ class CloudTasksEngine(CloudTasksAdmin):
                 continue
             if isinstance(result, core_exceptions.GoogleAPICallError):
                 self._count("GetQueue", result)
-                code = _grpc_code(result)
+                code = grpc_code(result)
                 if code == grpc.StatusCode.PERMISSION_DENIED:
                     continue
                 if code == grpc.StatusCode.NOT_FOUND:
                     return f"Cloud Tasks queue {queue!r} does not exist.", RETRY_AFTER_SETUP
                 name = code.name if code is not None else "an error"
-                return f"Cloud Tasks answered {name} for queue {queue!r}.", RETRY_AFTER_TRANSIENT
+                return f"Cloud Tasks answered {name} for queue {queue!r}.", retry_after(code)
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result  # cancellation
             return f"Cloud Tasks is not reachable ({type(result).__name__}).", RETRY_AFTER_TRANSIENT
@@ -351,7 +296,7 @@ class CloudTasksEngine(CloudTasksAdmin):
         return self._client
 
     def _count(self, method: str, exc: core_exceptions.GoogleAPICallError) -> None:
-        code = _grpc_code(exc)
+        code = grpc_code(exc)
         self._rpc_errors.labels(method, code.name if code is not None else "UNKNOWN").inc()
 
     def _log(self, key: str, message: str, *args: object) -> None:
@@ -360,11 +305,6 @@ class CloudTasksEngine(CloudTasksAdmin):
         if now - self._logged_at.get(key, float("-inf")) >= _LOG_EVERY:
             self._logged_at[key] = now
             logger.warning(message, *args)
-
-
-def _grpc_code(exc: core_exceptions.GoogleAPICallError) -> grpc.StatusCode | None:
-    code = exc.grpc_status_code
-    return code if isinstance(code, grpc.StatusCode) else None
 
 
 def _stop_at(loop: asyncio.AbstractEventLoop, deadline: float) -> Callable[[RetryCallState], bool]:

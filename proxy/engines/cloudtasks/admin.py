@@ -27,8 +27,9 @@ from google.cloud.tasks_v2 import (
 
 from proxy.config import Settings
 from proxy.engines.admin import DeadLetterInfo, Page, QueueInfo, QueueState, TaskInfo
-from proxy.engines.cloudtasks_request import QueueTarget
-from proxy.errors import EngineUnavailableError, NotFoundError, NotSupportedError
+from proxy.engines.cloudtasks.errors import admin_error
+from proxy.engines.cloudtasks.request import QueueTarget
+from proxy.errors import NotSupportedError
 
 T = TypeVar("T")
 ADMIN_TIMEOUT = 30.0
@@ -56,12 +57,8 @@ class CloudTasksAdmin:
     async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         try:
             return await call()
-        except core_exceptions.NotFound as exc:
-            raise NotFoundError(f"{what}: not found in Cloud Tasks ({exc.message}).") from exc
-        except core_exceptions.GoogleAPICallError as exc:
-            raise EngineUnavailableError(
-                f"{what}: Cloud Tasks refused the call ({exc.message}).", retry_after=5
-            ) from exc
+        except (core_exceptions.GoogleAPICallError, core_exceptions.RetryError) as exc:
+            raise admin_error(what, exc) from exc
 
     def _path(self, queue: str) -> str:
         return self._targets[queue].path

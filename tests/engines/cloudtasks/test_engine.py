@@ -17,7 +17,7 @@ import pytest
 from google.cloud.tasks_v2 import HttpMethod
 
 from proxy.config import Settings, settings_from_dict
-from proxy.engines.cloudtasks import CloudTasksEngine
+from proxy.engines.cloudtasks.engine import CloudTasksEngine
 from proxy.envelope import Envelope
 from proxy.errors import ConfigError, EngineUnavailableError, TaskRejectedError
 from proxy.metrics import Metrics

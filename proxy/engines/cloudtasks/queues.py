@@ -23,8 +23,8 @@ from google.cloud.tasks_v2 import (
 )
 
 from proxy.config import QueueSettings, Settings
-from proxy.engines.cloudtasks import make_client
-from proxy.errors import EngineUnavailableError
+from proxy.engines.cloudtasks.channel import make_client
+from proxy.engines.cloudtasks.errors import admin_error
 
 # Transient errors are retried for a few seconds: a CLI should answer soon.
 _RETRY = retry_async.AsyncRetry(
@@ -121,8 +121,10 @@ async def apply_queues(
     own = client is None
     client = client or make_client(ct)
     changes = []
+    what = "Queues"
     try:
         for queue in settings.queues:
+            what = f"Queue {queue.name}"
             path = f"{parent}/queues/{queue.name}"
             desired = desired_queue(path, queue)
             try:
@@ -145,10 +147,8 @@ async def apply_queues(
                     request=UpdateQueueRequest(queue=desired, update_mask={"paths": paths}),
                     timeout=30,
                 )
-    except core_exceptions.GoogleAPICallError as exc:
-        raise EngineUnavailableError(f"Cloud Tasks refused the call: {exc.message}") from exc
-    except core_exceptions.RetryError as exc:
-        raise EngineUnavailableError(f"Cloud Tasks did not answer: {exc.cause}") from exc
+    except (core_exceptions.GoogleAPICallError, core_exceptions.RetryError) as exc:
+        raise admin_error(what, exc) from exc
     finally:
         if own:
             await client.transport.close()  # type: ignore[no-untyped-call]
