@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness
-from proxy.engines.local.schema import SCHEMA
-from proxy.engines.local.store import _INSERT
-from proxy.engines.local.writer import PAGE_SIZE
+from proxy.engines.local.store.schema import SCHEMA
+from proxy.engines.local.store.store import _INSERT
+from proxy.engines.local.store.writer import PAGE_SIZE
 
 NAME = "gil_writer"
 INTERVALS = (0.005, 0.001, 0.0005, 0.0002)  # seconds; 0.005 is CPython's default

@@ -42,8 +42,8 @@ import uvicorn
 from bench.loadgen import LoadResult, run_load
 from proxy.app import create_app
 from proxy.config import settings_from_dict
-from proxy.engines.local.store import Store
-from proxy.engines.local.writer import BENCH_COMMIT_DELAY_ENV
+from proxy.engines.local.store.store import Store
+from proxy.engines.local.store.writer import BENCH_COMMIT_DELAY_ENV
 from proxy.envelope import EnqueueResult, Envelope
 from proxy.server import ingress_options
 from tests.support.servers import free_port

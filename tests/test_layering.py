@@ -4,6 +4,7 @@ API of the package stays what it is."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,6 +101,31 @@ def test_there_are_no_import_cycles() -> None:
     for name in sorted(graph):
         walk(name, [])
     assert len(graph) > 60  # every module of the package was read
+
+
+_SQL = re.compile(r"\b(SELECT\b.*\bFROM|INSERT\b.*\bINTO|UPDATE\b.*\bSET|DELETE\s+FROM)\b", re.S)
+
+
+def test_the_store_owns_every_statement() -> None:
+    """No module outside ``engines/local/store/`` holds an SQL statement, runs one
+    (``execute``) or submits work to the store's writer: the store's named methods are
+    the only way to its tables, so the counters change in one place."""
+    store = PACKAGE / "engines" / "local" / "store"
+    found = []
+    for path in _modules(PACKAGE):
+        if store in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            text = node.value if isinstance(node, ast.Constant) else None
+            attribute = node.attr if isinstance(node, ast.Attribute) else ""
+            owner = getattr(getattr(node, "value", None), "attr", "")
+            if (
+                (isinstance(text, str) and _SQL.search(text))
+                or attribute in ("execute", "executemany")
+                or (attribute in ("writer", "read") and owner == "store")
+            ):
+                found.append(f"{path.relative_to(PACKAGE)}:{getattr(node, 'lineno', 0)}")
+    assert not found
 
 
 def test_engines_know_nothing_of_the_web_layer() -> None:

@@ -22,38 +22,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
+import logging
 
-from proxy.cloudtasks_server import tables
 from proxy.cloudtasks_server.tasks import NO_RESPONSE_DEADLINE, NO_RESPONSE_ERROR, local_token
 from proxy.engines.delivery import OutgoingRequest, cloud_tasks_headers, joined_headers
 from proxy.engines.local import attempt
 from proxy.engines.local.dispatcher import LEASE_MARGIN, Dispatcher
-from proxy.engines.local.store import AttemptResult, LeasedTask
-from proxy.engines.retry import backoff_delay, should_retry
-
-_META = "SELECT url, token, dispatch_deadline FROM ct_tasks WHERE seq = ?"
+from proxy.engines.local.store.records import AttemptResult, LeasedTask
+from proxy.engines.local.store.server import ServerStore, TaskTarget
 
 
 class TaskDispatcher(Dispatcher):
-    """The dispatcher of one API queue (store key: the full queue name)."""
+    """The dispatcher of one API queue (store key: the full queue name): the embedded
+    engine's scheduling, sequence and retry decision, with the task's own request and
+    the server's records (the four hooks of :class:`Dispatcher`)."""
 
+    GIVE_UP_RESULT = "deleted: out of retries"
+    GIVE_UP_LEVEL = logging.INFO
     short_name = ""
-    manual: set[asyncio.Task[None]]  # RunTask attempts in flight
+    manual: set[asyncio.Task[bool]]  # RunTask attempts in flight
 
-    def configure(self, short_name: str) -> None:
-        """Set the short queue id sent in X-CloudTasks-QueueName."""
+    def configure(self, short_name: str, server_store: ServerStore) -> None:
+        """Set the short queue id sent in X-CloudTasks-QueueName, and the server's store."""
         self.short_name = short_name
+        self.server_store = server_store
         self.manual = set()
 
     async def run_now(self, task: LeasedTask) -> None:
         """RunTask: start an attempt of ``task`` now, whatever the rate limit, the
         concurrency cap or the paused state; the outcome is recorded as for any attempt."""
-        meta = await self._meta(task.seq)
-        if meta is None:
+        target = await self.server_store.task_target(task.seq)
+        if target is None:
             return
-        await self._begin(task, lease=True)
-        job = asyncio.create_task(self._send(task, meta))
+        lease_until = self.clock.time() + self.queue.dispatch_deadline + LEASE_MARGIN
+        await self._started(task, lease_until)
+        job = asyncio.create_task(
+            self.deliver(task, self._request(task, target), target.dispatch_deadline)
+        )
         self.manual.add(job)
         job.add_done_callback(self.manual.discard)
 
@@ -66,38 +71,10 @@ class TaskDispatcher(Dispatcher):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await job
 
-    async def _meta(self, seq: int) -> tuple[str, str | None, float] | None:
-        rows = await asyncio.to_thread(self.store.read, _META, (seq,))
-        return (str(rows[0][0]), rows[0][1], float(rows[0][2])) if rows else None
+    def _started(self, task: LeasedTask, lease_until: float | None) -> asyncio.Future[None]:
+        return self.server_store.attempt_started(task, self.clock.time(), lease_until)
 
-    async def _attempt(self, task: LeasedTask) -> bool | None:
-        meta = await self._meta(task.seq)
-        if meta is None:  # deleted or purged since the lease
-            return None
-        await self._begin(task, lease=False)
-        await self._send(task, meta)
-        return None
-
-    def _begin(self, task: LeasedTask, *, lease: bool) -> asyncio.Future[None]:
-        now = self.clock.time()
-        lease_until = now + self.queue.dispatch_deadline + LEASE_MARGIN
-
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE ct_tasks SET dispatch_count = dispatch_count + 1,"
-                " first_dispatch = COALESCE(first_dispatch, ?), last_schedule = ?,"
-                " last_dispatch = ?, last_response = NULL, last_status = NULL WHERE seq = ?",
-                (now, task.eta, now, task.seq),
-            )
-            if lease:
-                conn.execute(
-                    "UPDATE tasks SET visible_at = ?, leased = 1 WHERE seq = ?",
-                    (lease_until, task.seq),
-                )
-
-        return self.store.writer.submit(run)
-
-    def _request(self, task: LeasedTask, url: str, token: str | None) -> OutgoingRequest:
+    def _request(self, task: LeasedTask, target: TaskTarget) -> OutgoingRequest:
         envelope = task.envelope
         headers = joined_headers(envelope.headers)
         previous = task.last_status if task.attempts else None
@@ -111,75 +88,47 @@ class TaskDispatcher(Dispatcher):
                 previous_response=previous,
             )
         )
-        if token is not None:
+        if target.token is not None:
             headers = {k: val for k, val in headers.items() if k.lower() != "authorization"}
-            headers["authorization"] = "Bearer " + local_token(token, self.clock.time())
-        return OutgoingRequest(envelope.method, url, headers, envelope.body)
+            headers["authorization"] = "Bearer " + local_token(target.token, self.clock.time())
+        return OutgoingRequest(envelope.method, target.url, headers, envelope.body)
 
-    async def _send(self, task: LeasedTask, meta: tuple[str, str | None, float]) -> None:
-        url, token, deadline = meta
-        request = self._request(task, url, token)
-        started = self.clock.time()
-        started_mono = self.clock.monotonic()
-        outcome = await self.sender.send(request, deadline=deadline, now=started)
-        latency = self.clock.monotonic() - started_mono
-        self._delivery_seconds.observe(latency)
-        self._dispatches[outcome.kind].inc()
-        attempts = task.attempts + 1
-        now = self.clock.time()
-        if outcome.success:
-            await self.store.writer.submit(lambda c: tables.remove_task(c, task.seq, now))
-            self._task_attempts.observe(attempts)
-            self._log(task, outcome, attempts, latency, "done")
-            return
-        if outcome.throttles:
-            self.throttle.throttled(self.clock.monotonic(), outcome.retry_after)
-        status = outcome.status
-        if status is None:
-            status = NO_RESPONSE_DEADLINE if outcome.kind == "timeout" else NO_RESPONSE_ERROR
-        first = task.first_attempt_at if task.first_attempt_at is not None else started
-        retry = self.queue.retry
-        if not should_retry(retry, attempts=attempts, first_attempt_at=first, now=now):
-            await self._record(task, outcome, status, started, now, None)
-            self._task_attempts.observe(attempts)
-            self._log(task, outcome, attempts, latency, "deleted: out of retries")
-            return
-        delay = backoff_delay(retry, attempts - 1)
-        if outcome.retry_after is not None:
-            delay = max(delay, outcome.retry_after)
-        await self._record(task, outcome, status, started, now, now + delay)
-        self._log(task, outcome, attempts, latency, "retry", retry_in=round(delay, 3))
+    # ------------------------------------------------------------ the hooks
 
-    def _record(
+    async def prepare(self, task: LeasedTask) -> tuple[OutgoingRequest, float] | None:
+        """The task's own URL, headers and token, within its own dispatch deadline; the
+        attempt is counted before it starts (``dispatch_count``)."""
+        target = await self.server_store.task_target(task.seq)
+        if target is None:  # deleted or purged since the lease
+            return None
+        await self._started(task, None)
+        return self._request(task, target), target.dispatch_deadline
+
+    async def record_success(self, task: LeasedTask) -> None:
+        """Delete the task; a named task's name stays taken."""
+        await self.server_store.task_done(task.seq, self.clock.time())
+
+    async def record_retry(
         self,
         task: LeasedTask,
         outcome: attempt.Outcome,
-        status: int,
-        started: float,
+        result: AttemptResult,
         now: float,
-        eta: float | None,
-    ) -> asyncio.Future[None]:
-        """A failed attempt: schedule the next one at ``eta``, or delete the task when
-        ``eta`` is ``None`` (retries exhausted)."""
-        result = AttemptResult(started, outcome.status, outcome.executed, outcome.error)
-        first = task.first_attempt_at if task.first_attempt_at is not None else started
-        answered = outcome.status is not None
+        eta: float,
+    ) -> None:
+        """Record the attempt on the Task resource and schedule the next at ``eta``."""
+        await self.server_store.attempt_failed(task, result, _status(outcome), now, eta)
 
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE ct_tasks SET response_count = response_count + ?, last_response = ?,"
-                " last_status = ? WHERE seq = ?",
-                (int(answered), now if answered else None, status, task.seq),
-            )
-            if eta is None:
-                tables.remove_task(conn, task.seq, now)
-                return
-            conn.execute(
-                "UPDATE tasks SET attempts = attempts + 1, responses = responses + ?,"
-                " first_attempt_at = ?, last_status = ?, last_error = ?, eta = ?,"
-                " visible_at = ?, leased = 0 WHERE seq = ?",
-                (int(result.executed), first, result.status, result.error[:1024], eta, eta,
-                 task.seq),
-            )  # fmt: skip
+    async def record_give_up(
+        self, task: LeasedTask, outcome: attempt.Outcome, result: AttemptResult, now: float
+    ) -> None:
+        """Out of retries: the task is deleted, as in Cloud Tasks."""
+        await self.server_store.attempt_failed(task, result, _status(outcome), now, None)
 
-        return self.store.writer.submit(run)
+
+def _status(outcome: attempt.Outcome) -> int:
+    """The attempt's HTTP status, or the server's code for no answer (the Task resource's
+    ``last_attempt.response_status``)."""
+    if outcome.status is not None:
+        return outcome.status
+    return NO_RESPONSE_DEADLINE if outcome.kind == "timeout" else NO_RESPONSE_ERROR

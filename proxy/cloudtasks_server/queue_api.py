@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import re
-import sqlite3
 from dataclasses import astuple, replace
 
 import grpc
@@ -24,7 +23,7 @@ from google.cloud.tasks_v2 import (
     UpdateQueueRequest,
 )
 
-from proxy.cloudtasks_server import queues, tables
+from proxy.cloudtasks_server import queues
 from proxy.cloudtasks_server import validation as v
 from proxy.cloudtasks_server.queues import PAUSED, RUNNING, QueueConfig
 from proxy.cloudtasks_server.runtime import Runtime
@@ -60,19 +59,10 @@ class QueueApi:
 
     def _deleted_recently(self, name: str) -> bool:
         since = self.rt.clock.time() - v.QUEUE_NAME_BLOCK
-        rows = self.rt.store.read(
-            "SELECT 1 FROM ct_deleted_queues WHERE name = ? AND deleted_at > ?", (name, since)
-        )
-        return bool(rows)
+        return self.rt.server_store.deleted_since(name, since)
 
     async def _save(self, config: QueueConfig, *, create: bool = False) -> Queue:
-        def run(conn: sqlite3.Connection) -> bool:
-            marks = ", ".join("?" * 11)
-            verb = "INSERT OR IGNORE" if create else "INSERT OR REPLACE"
-            sql = f"{verb} INTO ct_queues ({tables.QUEUE_COLUMNS}) VALUES ({marks})"
-            return bool(conn.execute(sql, astuple(config)).rowcount)
-
-        if not await self.rt.store.writer.submit(run, durable=True):
+        if not await self.rt.server_store.save_queue(astuple(config), create=create):
             raise ApiError(grpc.StatusCode.ALREADY_EXISTS, f"Queue {config.name} already exists.")
         self.rt.set_queue(config)
         return queues.to_message(config)
@@ -131,17 +121,7 @@ class QueueApi:
         """Delete a queue and its tasks; its name is blocked for 7 days."""
         v.parse_queue_name(request.name)
         config = self.rt.queue(request.name)
-        now = self.rt.clock.time()
-
-        def run(conn: sqlite3.Connection) -> None:
-            _purge(conn, config.name, now)
-            conn.execute("DELETE FROM ct_queues WHERE name = ?", (config.name,))
-            conn.execute("DELETE FROM counters WHERE queue = ?", (config.name,))
-            conn.execute(
-                "INSERT OR REPLACE INTO ct_deleted_queues VALUES (?, ?)", (config.name, now)
-            )
-
-        await self.rt.store.writer.submit(run, durable=True)
+        await self.rt.server_store.delete_queue(config.name, self.rt.clock.time())
         self.rt.drop_queue(config.name)
 
     async def pause_queue(self, request: PauseQueueRequest) -> Queue:
@@ -162,31 +142,5 @@ class QueueApi:
         v.parse_queue_name(request.name)
         config = self.rt.queue(request.name)
         now = round(self.rt.clock.time(), 6)
-
-        def run(conn: sqlite3.Connection) -> None:
-            _purge(conn, config.name, now)
-
-        await self.rt.store.writer.submit(run, durable=True)
+        await self.rt.server_store.purge_queue(config.name, now)
         return await self._save(replace(config, purge_time=now))
-
-
-def _purge(conn: sqlite3.Connection, queue: str, now: float) -> None:
-    """Delete the tasks of ``queue`` created up to ``now``; named ones keep their names
-    blocked for an hour."""
-    conn.execute(
-        "INSERT OR REPLACE INTO ct_names SELECT name, queue, ? FROM ct_tasks"
-        " WHERE queue = ? AND named = 1 AND create_time <= ?",
-        (now + v.TASK_NAME_BLOCK, queue, now),
-    )
-    count, size = conn.execute(
-        "SELECT COUNT(*), COALESCE(SUM(t.size), 0) FROM ct_tasks c JOIN tasks t"
-        " ON t.seq = c.seq WHERE c.queue = ? AND c.create_time <= ?",
-        (queue, now),
-    ).fetchone()
-    conn.execute(
-        "DELETE FROM tasks WHERE seq IN (SELECT seq FROM ct_tasks WHERE queue = ?"
-        " AND create_time <= ?)",
-        (queue, now),
-    )
-    conn.execute("DELETE FROM ct_tasks WHERE queue = ? AND create_time <= ?", (queue, now))
-    tables.bump(conn, queue, -int(count), -int(size))

@@ -1,5 +1,5 @@
 """The server's engine room: the SQLite file (the embedded engine's store plus the server's
-tables), the queue registry, and one :class:`TaskDispatcher` per queue.
+tables, ``ServerStore``), the queue registry, and one :class:`TaskDispatcher` per queue.
 
 One process owns the file: ``<db>.lock`` is locked while the server runs, as the embedded
 engine does, so a proxy and this server never write the same file at once. Everything
@@ -12,19 +12,20 @@ import asyncio
 import logging
 import sqlite3
 
-from proxy.cloudtasks_server import tables
 from proxy.cloudtasks_server.dispatch import TaskDispatcher
 from proxy.cloudtasks_server.queues import PAUSED, QueueConfig
 from proxy.cloudtasks_server.validation import (
     DEFAULT_MAX_TASK_BYTES,
     QUEUE_NAME_BLOCK,
+    TASK_NAME_BLOCK,
     not_found,
 )
 from proxy.engines.http_client import ConnectionPool, tls_context
 from proxy.engines.local import attempt
 from proxy.engines.local.clock import Clock, SystemClock
 from proxy.engines.local.lifecycle import DatabaseLock, stop_dispatching
-from proxy.engines.local.store import Store
+from proxy.engines.local.store.server import ServerStore
+from proxy.engines.local.store.store import Store
 from proxy.errors import EngineUnavailableError
 from proxy.metrics import Metrics
 
@@ -57,6 +58,7 @@ class Runtime:
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
         self.store = Store(db, synchronous=synchronous, clock=self.clock.time)
+        self.server_store = ServerStore(self.store, name_block=TASK_NAME_BLOCK)
         self.queues: dict[str, QueueConfig] = {}
         self.dispatchers: dict[str, TaskDispatcher] = {}
         self.shutdown_grace = shutdown_grace
@@ -74,7 +76,7 @@ class Runtime:
         self._db_lock.acquire()
         try:
             _, released = await asyncio.to_thread(self.store.open, [])
-            await self.store.writer.submit(tables.create)
+            await self.server_store.create_tables()
         except sqlite3.Error as exc:
             self._db_lock.release()
             raise EngineUnavailableError(f"Cannot use {self.db}: {exc}") from exc
@@ -83,10 +85,10 @@ class Runtime:
             raise
         if released:
             logger.info("released %d attempts of an earlier process; retrying them", released)
-        rows = self.store.read(f"SELECT {tables.QUEUE_COLUMNS} FROM ct_queues")  # noqa: S608
+        rows = self.server_store.queue_rows()
         for row in rows:
             self.set_queue(QueueConfig(*row))
-        waiting = self.store.read("SELECT COUNT(*) FROM ct_tasks")[0][0]
+        waiting = self.server_store.task_count()
         logger.info("%s: %d queues, %d tasks waiting", self.db, len(rows), waiting)
         self._runs.append(asyncio.create_task(self._prune()))
 
@@ -108,19 +110,10 @@ class Runtime:
         while True:
             await self.clock.sleep(PRUNE_INTERVAL)
             now = self.clock.time()
-
-            def run(conn: sqlite3.Connection, now: float = now) -> int:
-                conn.execute("DELETE FROM ct_names WHERE until < ?", (now,))
-                conn.execute(
-                    "DELETE FROM ct_deleted_queues WHERE deleted_at < ?", (now - QUEUE_NAME_BLOCK,)
-                )
-                old = conn.execute(
-                    "SELECT seq FROM ct_tasks WHERE create_time < ?", (now - TASK_RETENTION,)
-                ).fetchall()
-                return sum(tables.remove_task(conn, seq, now) for (seq,) in old)
-
             try:
-                expired = await self.store.writer.submit(run)
+                expired = await self.server_store.prune(
+                    now, queue_block=QUEUE_NAME_BLOCK, retention=TASK_RETENTION
+                )
             except EngineUnavailableError as exc:
                 logger.warning("cannot prune expired tasks and name blocks: %s", exc)
                 continue
@@ -155,7 +148,7 @@ class Runtime:
             clock=self.clock,
             metrics=self.metrics,
         )
-        fresh.configure(config.short_name)
+        fresh.configure(config.short_name, self.server_store)
         fresh.paused = config.state == PAUSED
         if dispatcher is not None:
             dispatcher.stop()

@@ -7,10 +7,8 @@ after the task completed, ran out of retries, or was deleted or purged
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import sqlite3
 from typing import Any
 
 import grpc
@@ -24,21 +22,10 @@ from google.cloud.tasks_v2 import (
     Task,
 )
 
-from proxy.cloudtasks_server import tables, tasks
+from proxy.cloudtasks_server import tasks
 from proxy.cloudtasks_server import validation as v
 from proxy.cloudtasks_server.runtime import Runtime
-from proxy.cloudtasks_server.tasks import NewTask
 from proxy.cloudtasks_server.validation import ApiError, invalid, not_found
-from proxy.engines.local.store import LEASED_TASK, leased_task
-
-_INSERT_TASK = (
-    "INSERT INTO tasks (id, queue, method, path, query, headers, body, size, received_at,"
-    " request_id, eta, visible_at) VALUES (?, ?, ?, ?, '', ?, ?, ?, ?, '', ?, ?)"
-)
-_INSERT_META = (
-    "INSERT INTO ct_tasks (seq, name, queue, named, url, token, dispatch_deadline,"
-    " create_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
 
 
 def _exists(name: str) -> ApiError:
@@ -54,12 +41,10 @@ class TaskApi:
     async def _row(self, name: str) -> tuple[Any, ...]:
         queue, _ = v.parse_task_name(name)
         self.rt.queue(queue.path)
-        rows = await asyncio.to_thread(
-            self.rt.store.read, f"{tables.TASK_SELECT} WHERE c.name = ?", (name,)
-        )
-        if not rows:
+        row = await self.rt.server_store.task_by_name(name)
+        if row is None:
             raise not_found(f"Task {name} does not exist.")
-        return tuple(rows[0])
+        return row
 
     async def create_task(self, request: CreateTaskRequest) -> Task:
         """Store an HTTP task durably (fsync'd) and return it; the dispatcher delivers it
@@ -71,8 +56,7 @@ class TaskApi:
         new = tasks.validate(
             queue, request.task, now=now, size=size, max_bytes=self.rt.max_task_bytes
         )
-        seq = await self.rt.store.writer.submit(lambda c: _insert(c, config.name, new, now),
-                                                durable=True)  # fmt: skip
+        seq = await self.rt.server_store.insert_task(config.name, new, now)
         if seq is None:
             raise _exists(new.name)
         if new.schedule_time <= self.rt.clock.time():
@@ -97,26 +81,20 @@ class TaskApi:
                 after = int(base64.urlsafe_b64decode(request.page_token.encode()))
             except ValueError:
                 raise invalid("page_token is not one this server returned.") from None
-        rows = await asyncio.to_thread(
-            self.rt.store.read,
-            f"{tables.TASK_SELECT} WHERE c.queue = ? AND c.seq > ? ORDER BY c.seq LIMIT ?",
-            (queue.path, after, size + 1),
-        )
+        rows = await self.rt.server_store.task_page(queue.path, after, size + 1)
         view = int(request.response_view)
         token = ""
         if len(rows) > size:
             token = base64.urlsafe_b64encode(str(rows[size - 1][0]).encode()).decode()
         return ListTasksResponse(
-            tasks=[tasks.to_message(tuple(r), view) for r in rows[:size]], next_page_token=token
+            tasks=[tasks.to_message(r, view) for r in rows[:size]], next_page_token=token
         )
 
     async def delete_task(self, request: DeleteTaskRequest) -> None:
         """Delete a task that is waiting or being attempted; its name stays taken."""
         seq = (await self._row(request.name))[0]
         now = self.rt.clock.time()
-        if not await self.rt.store.writer.submit(
-            lambda c: tables.remove_task(c, seq, now), durable=True
-        ):
+        if not await self.rt.server_store.delete_task(seq, now):
             raise not_found(f"Task {request.name} does not exist.")
 
     async def run_task(self, request: RunTaskRequest) -> Task:
@@ -124,38 +102,8 @@ class TaskApi:
         task with the new attempt counted."""
         row = await self._row(request.name)
         queue, _ = v.parse_task_name(request.name)
-        found = await asyncio.to_thread(
-            self.rt.store.read, f"{LEASED_TASK} WHERE seq = ?", (row[0],)
-        )
-        if not found:
+        found = await self.rt.server_store.leased_task(row[0])
+        if found is None:
             raise not_found(f"Task {request.name} does not exist.")
-        await self.rt.dispatchers[queue.path].run_now(leased_task(tuple(found[0])))
+        await self.rt.dispatchers[queue.path].run_now(found)
         return tasks.to_message(await self._row(request.name), int(request.response_view))
-
-
-def _insert(conn: sqlite3.Connection, queue: str, new: NewTask, now: float) -> int | None:
-    """Insert the task unless its name is taken; return its ``seq`` (``None``: taken)."""
-    if new.named:
-        taken = conn.execute("SELECT 1 FROM ct_tasks WHERE name = ?", (new.name,)).fetchone()
-        taken = (
-            taken
-            or conn.execute(
-                "SELECT 1 FROM ct_names WHERE name = ? AND until > ?", (new.name, now)
-            ).fetchone()
-        )
-        if taken:
-            return None
-    size = len(new.body)
-    cursor = conn.execute(
-        _INSERT_TASK,
-        (new.task_id, queue, new.method, new.url, json.dumps(new.headers), new.body, size,
-         new.create_time, new.schedule_time, new.schedule_time),
-    )  # fmt: skip
-    seq = cursor.lastrowid
-    conn.execute(
-        _INSERT_META,
-        (seq, new.name, queue, int(new.named), new.url, new.token, new.dispatch_deadline,
-         new.create_time),
-    )  # fmt: skip
-    tables.bump(conn, queue, 1, size)
-    return seq

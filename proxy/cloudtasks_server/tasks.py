@@ -13,7 +13,6 @@ import base64
 import datetime
 import json
 import secrets
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +20,7 @@ from google.cloud.tasks_v2 import Attempt, HttpMethod, HttpRequest, OAuthToken, 
 
 from proxy.cloudtasks_server import validation as v
 from proxy.cloudtasks_server.validation import QueueName, invalid
+from proxy.engines.local.store.server import NewTask
 
 LOCAL_ISSUER = "ingest-proxy-local"
 TOKEN_LIFETIME = 3600  # seconds
@@ -29,24 +29,6 @@ _DROPPED_HEADERS = ("host", "content-length", "user-agent")
 _DROPPED_PREFIXES = ("x-google-", "x-appengine-", "x-cloudtasks-")
 NO_RESPONSE_DEADLINE = -4  # last_status: no answer within the dispatch deadline
 NO_RESPONSE_ERROR = -14  # last_status: connection refused, reset, ...
-
-
-@dataclass(frozen=True, slots=True)
-class NewTask:
-    """A validated CreateTask: times in Unix seconds, ``token`` the JSON of the token
-    request (``None``: no Authorization header)."""
-
-    name: str
-    task_id: str
-    named: bool
-    url: str
-    method: str
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-    token: str | None
-    dispatch_deadline: float
-    schedule_time: float
-    create_time: float
 
 
 def _timestamp(value: datetime.datetime | None) -> float | None:
@@ -187,8 +169,8 @@ def rpc_status(status: int | None) -> tuple[int, str] | None:
 
 
 def to_message(row: tuple[Any, ...], view: int) -> Task:
-    """A Task resource from a row of ``tables.TASK_SELECT``; the BASIC view (the default)
-    omits the body."""
+    """A Task resource from a task row of the server's store (``TASK_COLUMNS`` order);
+    the BASIC view (the default) omits the body."""
     (_, name, url, method, headers, body, token, eta, create_time, deadline, dispatches,
      responses, first_dispatch, last_schedule, last_dispatch, last_response,
      last_status) = row  # fmt: skip

@@ -1,6 +1,10 @@
-"""Cloud Tasks retry schedule: pure functions shared by every engine."""
+"""Cloud Tasks retry schedule: pure functions shared by every engine, and the one
+decision of what follows an attempt (:func:`decide`), used by every dispatcher."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 from proxy.config import RetrySettings
 
@@ -39,3 +43,41 @@ def should_retry(
     if attempts_set and duration_set:
         return not (attempts_reached and duration_reached)
     return not (attempts_reached or duration_reached)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What follows an attempt: ``done`` (it succeeded), ``retry`` in ``delay`` seconds,
+    or ``give_up`` (out of retries: a dead letter, or deleted as Cloud Tasks does)."""
+
+    action: Literal["done", "retry", "give_up"]
+    delay: float = 0.0
+
+
+DONE = Decision("done")
+GIVE_UP = Decision("give_up")
+
+
+def decide(
+    retry: RetrySettings,
+    *,
+    success: bool,
+    retry_after: float | None,
+    attempts: int,
+    first_attempt_at: float,
+    now: float,
+) -> Decision:
+    """The outcome of the ``attempts``-th attempt of a task, for every dispatcher.
+
+    A success is done. A failure is retried unless :func:`should_retry` says no; the next
+    attempt waits :func:`backoff_delay`, or the answer's ``Retry-After`` (seconds) when
+    that is longer. ``first_attempt_at`` and ``now`` are Unix seconds.
+    """
+    if success:
+        return DONE
+    if not should_retry(retry, attempts=attempts, first_attempt_at=first_attempt_at, now=now):
+        return GIVE_UP
+    delay = backoff_delay(retry, attempts - 1)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return Decision("retry", delay)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.config import RetrySettings
-from proxy.engines.retry import backoff_delay, should_retry
+from proxy.engines.retry import backoff_delay, decide, should_retry
 
 
 def test_worked_example_from_the_docs() -> None:
@@ -61,3 +61,40 @@ def test_no_limits_retry_forever() -> None:
     """max_attempts -1 and no retry duration never stop retrying."""
     retry = RetrySettings(max_attempts=-1, max_retry_duration=0)
     assert should_retry(retry, attempts=10_000, first_attempt_at=0, now=1e9)
+
+
+def test_a_success_is_done_whatever_the_limits() -> None:
+    retry = RetrySettings(max_attempts=1)
+    decision = decide(
+        retry, success=True, retry_after=None, attempts=5, first_attempt_at=0.0, now=1.0
+    )
+    assert decision.action == "done"
+
+
+def test_a_failure_waits_the_backoff_of_its_retry_index() -> None:
+    retry = RetrySettings(min_backoff=10, max_backoff=300, max_doublings=3)
+    decisions = [
+        decide(retry, success=False, retry_after=None, attempts=n, first_attempt_at=0.0, now=1.0)
+        for n in (1, 2, 5)
+    ]
+    assert [(d.action, d.delay) for d in decisions] == [
+        ("retry", 10.0),
+        ("retry", 20.0),
+        ("retry", 160.0),
+    ]
+
+
+def test_a_longer_retry_after_wins_and_a_shorter_one_does_not() -> None:
+    retry = RetrySettings(min_backoff=10, max_backoff=300)
+    longer = decide(retry, success=False, retry_after=42.0, attempts=1, first_attempt_at=0, now=0)
+    shorter = decide(retry, success=False, retry_after=1.0, attempts=1, first_attempt_at=0, now=0)
+    assert (longer.action, longer.delay) == ("retry", 42.0)
+    assert (shorter.action, shorter.delay) == ("retry", 10.0)
+
+
+def test_a_failure_past_the_limits_gives_up() -> None:
+    retry = RetrySettings(max_attempts=3, max_retry_duration=0)
+    last = decide(retry, success=False, retry_after=5.0, attempts=3, first_attempt_at=0, now=9)
+    before = decide(retry, success=False, retry_after=None, attempts=2, first_attempt_at=0, now=9)
+    assert last.action == "give_up"
+    assert before.action == "retry"

@@ -36,12 +36,12 @@ from functools import partial
 from itertools import chain
 
 from proxy.config import QueueSettings
-from proxy.engines.delivery import build_request, cloud_tasks_headers
+from proxy.engines.delivery import OutgoingRequest, build_request, cloud_tasks_headers
 from proxy.engines.local import attempt
 from proxy.engines.local.bucket import Throttle, TokenBucket
 from proxy.engines.local.clock import Clock
-from proxy.engines.local.store import AttemptResult, LeasedTask, Store
-from proxy.engines.retry import backoff_delay, should_retry
+from proxy.engines.local.store.store import AttemptResult, LeasedTask, Store
+from proxy.engines.retry import DONE, GIVE_UP, decide
 from proxy.errors import EngineError
 from proxy.logs import FixedLine, emit
 from proxy.metrics import Metrics
@@ -264,7 +264,25 @@ class Dispatcher:
                 self._wake_up()
 
     async def _attempt(self, task: LeasedTask) -> bool | None:
-        """One attempt of ``task`` and its record; True when it completed the task."""
+        """One attempt of ``task`` and its record; True when it completed the task,
+        ``None`` when the task was gone before the attempt."""
+        prepared = await self.prepare(task)
+        if prepared is None:
+            return None
+        request, deadline = prepared
+        return await self.deliver(task, request, deadline)
+
+    # ------------------------------------------------------------ the attempt's parts
+    # A dispatcher of other tasks (the local Cloud Tasks server's) overrides these four:
+    # how a task becomes a request, and how each outcome is recorded. The sequence, the
+    # metrics, the log line and the retry decision stay here (``deliver``).
+
+    GIVE_UP_RESULT = "dead_letter"  # the log's ``result`` when a task is out of retries
+    GIVE_UP_LEVEL = logging.WARNING
+
+    async def prepare(self, task: LeasedTask) -> tuple[OutgoingRequest, float] | None:
+        """The request an attempt of ``task`` sends and its deadline (seconds), or
+        ``None`` when the task is gone."""
         queue = self.queue
         request = build_request(queue, task.envelope)
         previous = task.last_status if task.attempts else None
@@ -278,36 +296,71 @@ class Dispatcher:
                 previous_response=previous,
             )
         )
+        return request, queue.dispatch_deadline
+
+    async def record_success(self, task: LeasedTask) -> None:
+        """``task``'s attempt succeeded: delete it. Lazily: the slot is free once the
+        answer is in; the task stays held (not leased again) until its completion
+        commits, with the others of ~0.1 s."""
+        self._complete(task)
+
+    async def record_retry(
+        self,
+        task: LeasedTask,
+        outcome: attempt.Outcome,
+        result: AttemptResult,
+        now: float,
+        eta: float,
+    ) -> None:
+        """``task``'s attempt failed at ``now``: its next one is due at ``eta`` (Unix
+        seconds)."""
+        await self.store.retry(task, result, eta)
+
+    async def record_give_up(
+        self, task: LeasedTask, outcome: attempt.Outcome, result: AttemptResult, now: float
+    ) -> None:
+        """``task`` failed its last attempt: it becomes a dead letter."""
+        if await self.store.dead_letter(task, result, now):
+            self.on_done(task.size, True)
+
+    async def deliver(self, task: LeasedTask, request: OutgoingRequest, deadline: float) -> bool:
+        """Send ``request`` for ``task`` within ``deadline`` seconds, count and log the
+        attempt, and record what :func:`~proxy.engines.retry.decide` makes of it; True
+        when the task is done."""
         started = self.clock.time()
         started_mono = self.clock.monotonic()
-        outcome = await self.sender.send(request, deadline=queue.dispatch_deadline, now=started)
+        outcome = await self.sender.send(request, deadline=deadline, now=started)
         latency = self.clock.monotonic() - started_mono
         self._delivery_seconds.observe(latency)
         self._dispatches[outcome.kind].inc()
         attempts = task.attempts + 1
-        if outcome.success:
-            # The slot is free once the answer is in: the task stays held (not leased
-            # again) until its completion commits, lazily, with the others of ~0.1 s.
-            self._complete(task)
+        now = self.clock.time()
+        first = task.first_attempt_at if task.first_attempt_at is not None else started
+        decision = decide(
+            self.queue.retry,
+            success=outcome.success,
+            retry_after=outcome.retry_after,
+            attempts=attempts,
+            first_attempt_at=first,
+            now=now,
+        )
+        if decision is DONE:
+            await self.record_success(task)
             self._task_attempts.observe(attempts)
             self._log(task, outcome, attempts, latency, "done")
             return True
-        now = self.clock.time()
         if outcome.throttles:
             self.throttle.throttled(self.clock.monotonic(), outcome.retry_after)
         result = AttemptResult(started, outcome.status, outcome.executed, outcome.error)
-        first = task.first_attempt_at if task.first_attempt_at is not None else started
-        if not should_retry(queue.retry, attempts=attempts, first_attempt_at=first, now=now):
-            if await self.store.dead_letter(task, result, now):
-                self.on_done(task.size, True)
+        if decision is GIVE_UP:
+            await self.record_give_up(task, outcome, result, now)
             self._task_attempts.observe(attempts)
-            self._log(task, outcome, attempts, latency, "dead_letter", level=logging.WARNING)
+            self._log(
+                task, outcome, attempts, latency, self.GIVE_UP_RESULT, level=self.GIVE_UP_LEVEL
+            )
             return False
-        delay = backoff_delay(queue.retry, attempts - 1)
-        if outcome.retry_after is not None:
-            delay = max(delay, outcome.retry_after)
-        await self.store.retry(task, result, now + delay)
-        self._log(task, outcome, attempts, latency, "retry", retry_in=round(delay, 3))
+        await self.record_retry(task, outcome, result, now, now + decision.delay)
+        self._log(task, outcome, attempts, latency, "retry", retry_in=round(decision.delay, 3))
         return False
 
     def _complete(self, task: LeasedTask) -> None:

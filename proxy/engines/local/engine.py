@@ -17,7 +17,8 @@ from proxy.engines.local.clock import Clock, SystemClock
 from proxy.engines.local.delivery_worker import DeliveryWorker
 from proxy.engines.local.dispatcher import Dispatcher
 from proxy.engines.local.lifecycle import DatabaseLock, stop_dispatching
-from proxy.engines.local.store import Store
+from proxy.engines.local.store.admin import AdminStore
+from proxy.engines.local.store.store import Store
 from proxy.envelope import EnqueueResult, Envelope
 from proxy.errors import BacklogFullError, EngineUnavailableError, TaskRejectedError
 from proxy.metrics import Metrics
@@ -94,6 +95,7 @@ class LocalEngine(LocalAdmin):
             clock=self.clock.time,
             on_batch=metrics.commit_batch_size.observe,
         )
+        self.admin_store = AdminStore(self.store)
         self.backlogs = {queue.name: _Backlog(queue) for queue in settings.queues}
         self.dispatchers: dict[str, Dispatcher] = {}
         self._pools: list[ConnectionPool] = []
@@ -137,7 +139,7 @@ class LocalEngine(LocalAdmin):
         senders = await self._make_senders()
         for queue, sender in zip(self.settings.queues, senders, strict=True):
             self.dispatchers[queue.name] = self._dispatcher(queue, sender)
-        for (name,) in self.store.read("SELECT queue FROM paused"):
+        for name in self.admin_store.paused_queues():
             if name in self.dispatchers:
                 self.dispatchers[name].paused = True
                 logger.info("queue %s is paused", name)

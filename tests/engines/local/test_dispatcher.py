@@ -15,7 +15,7 @@ from proxy.engines.local import dispatcher as dispatcher_module
 from proxy.engines.local.attempt import PoolSender
 from proxy.engines.local.clock import ManualClock
 from proxy.engines.local.dispatcher import LEASE_PERIOD, Dispatcher
-from proxy.engines.local.store import Store
+from proxy.engines.local.store.store import Store
 from proxy.envelope import Envelope
 from proxy.metrics import Metrics
 from tests.support.log_capture import CapturedLines

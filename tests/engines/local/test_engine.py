@@ -10,7 +10,7 @@ import pytest
 
 from proxy.config import Settings, settings_from_dict
 from proxy.engines.local.engine import LocalEngine
-from proxy.engines.local.store import Store
+from proxy.engines.local.store.store import Store
 from proxy.envelope import Envelope
 from proxy.errors import BacklogFullError, EngineUnavailableError, TaskRejectedError
 from proxy.metrics import Metrics

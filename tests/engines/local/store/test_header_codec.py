@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from proxy.engines.local.header_codec import Headers, decode_headers, encode_headers
+from proxy.engines.local.store.header_codec import Headers, decode_headers, encode_headers
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from proxy.engines.local import writer
 from proxy.engines.local.clock import ManualClock
-from proxy.engines.local.schema import SCHEMA_VERSION
-from proxy.engines.local.store import AttemptResult, Store
+from proxy.engines.local.store import writer
+from proxy.engines.local.store.schema import SCHEMA_VERSION
+from proxy.engines.local.store.store import AttemptResult, Store
 from proxy.envelope import Envelope
 from proxy.errors import EngineUnavailableError
 

@@ -23,16 +23,17 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from proxy.engines.local.header_codec import decode_headers, encode_headers
-from proxy.engines.local.records import (
+from proxy.engines.local.store.counters import bump
+from proxy.engines.local.store.header_codec import decode_headers, encode_headers
+from proxy.engines.local.store.records import (
     AttemptResult,
     DeadLetter,
     Lease,
     LeasedTask,
     QueueCounts,
 )
-from proxy.engines.local.schema import SCHEMA, SCHEMA_VERSION
-from proxy.engines.local.writer import Writer
+from proxy.engines.local.store.schema import SCHEMA, SCHEMA_VERSION
+from proxy.engines.local.store.writer import Writer
 from proxy.envelope import EnqueueResult, Envelope
 from proxy.errors import EngineUnavailableError
 
@@ -190,7 +191,7 @@ class Store:
                 delta[0] += 1
                 delta[1] += len(env.body)
         for queue, (count, size) in deltas.items():
-            _bump(conn, queue, count, size, 0)
+            bump(conn, queue, count, size, 0)
         return results
 
     def _new_ones(
@@ -286,7 +287,7 @@ class Store:
                 counts[0] += 1
                 counts[1] += task.size
         for queue, (count, size) in freed.items():
-            _bump(conn, queue, -count, -size, 0)
+            bump(conn, queue, -count, -size, 0)
         return [task.seq in gone for task in tasks]
 
     def retry(self, task: LeasedTask, result: AttemptResult, eta: float) -> asyncio.Future[None]:
@@ -329,7 +330,7 @@ class Store:
             ).rowcount
             if moved:
                 conn.execute("DELETE FROM tasks WHERE seq = ?", (task.seq,))
-                _bump(conn, task.envelope.queue, -1, -task.size, 1)
+                bump(conn, task.envelope.queue, -1, -task.size, 1)
             return bool(moved)
 
         return self.writer.submit(run)
@@ -399,18 +400,6 @@ class Store:
             (queue, limit),
         )
         return [DeadLetter(*row) for row in rows]
-
-
-def _bump(conn: sqlite3.Connection, queue: str, tasks: int, size: int, dead: int) -> None:
-    updated = conn.execute(
-        "UPDATE counters SET tasks = tasks + ?, bytes = bytes + ?, dead = dead + ? WHERE queue = ?",
-        (tasks, size, dead, queue),
-    ).rowcount
-    if not updated:
-        conn.execute(
-            "INSERT INTO counters (queue, tasks, bytes, dead) VALUES (?, ?, ?, ?)",
-            (queue, tasks, size, dead),
-        )
 
 
 def _rows_in_order(conn: sqlite3.Connection, seqs: list[int]) -> list[Any]:
