@@ -26,7 +26,7 @@ from pathlib import Path
 from google.cloud.tasks_v2 import HttpRequest, Queue, RateLimits, Task
 
 from bench.dispatch_rate import steady_rate
-from proxy.config import default_burst
+from proxy.limits import default_burst
 from tests.support.backend import run_backend
 from tests.support.cloudtasks_server import sync_client
 from tests.support.servers import free_port

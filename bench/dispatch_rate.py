@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from bench.loadgen import run_load
-from proxy.config import default_burst
+from proxy.limits import default_burst
 from tests.support.backend import run_backend
 from tests.support.servers import free_port
 

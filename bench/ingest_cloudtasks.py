@@ -38,7 +38,7 @@ from google.cloud.tasks_v2 import CloudTasksAsyncClient
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
 
 from bench.loadgen import run_load
-from proxy.config import settings_from_dict
+from proxy.config.loading import settings_from_dict
 from proxy.engines.cloudtasks.request import create_task_request, queue_targets
 from proxy.envelope import Envelope
 from tests.support.emulator import LOCATION, PROJECT, Emulator

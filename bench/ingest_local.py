@@ -41,7 +41,7 @@ import uvicorn
 
 from bench.loadgen import LoadResult, run_load
 from proxy.app import create_app
-from proxy.config import settings_from_dict
+from proxy.config.loading import settings_from_dict
 from proxy.engines.local.store.store import Store
 from proxy.engines.local.store.writer import BENCH_COMMIT_DELAY_ENV
 from proxy.envelope import EnqueueResult, Envelope

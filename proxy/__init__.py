@@ -13,13 +13,14 @@ from proxy._version import __version__
 
 if TYPE_CHECKING:
     from proxy.app import create_admin_app, create_app
-    from proxy.config import Settings, load_settings
+    from proxy.config.loading import load_settings
+    from proxy.config.settings import Settings
 
 __all__ = ["Settings", "__version__", "create_admin_app", "create_app", "load_settings"]
 
 _WHERE = {
-    "Settings": "proxy.config",
-    "load_settings": "proxy.config",
+    "Settings": "proxy.config.settings",
+    "load_settings": "proxy.config.loading",
     "create_app": "proxy.app",
     "create_admin_app": "proxy.app",
 }

@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
 from proxy.admin import create_admin_app as _create_admin_app
-from proxy.config import Settings
+from proxy.config.settings import Settings
 from proxy.engines import Engine
 from proxy.engines.factory import build_engine
 from proxy.ingress import Ingress

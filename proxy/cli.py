@@ -12,7 +12,8 @@ from typing import Any
 from proxy._version import __version__
 from proxy.auth import hash_key
 from proxy.cli_admin import add_admin_commands, run_admin_command
-from proxy.config import Settings, load_settings
+from proxy.config.loading import FLAG_NAMES, load_settings
+from proxy.config.settings import Settings
 from proxy.errors import ConfigError
 from proxy.logs import configure_logging
 
@@ -130,15 +131,9 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings from parsed flags, the environment and the config file."""
-    flags = {
-        name: getattr(args, name)
-        for name in (
-            "engine", "target", "rate", "burst", "concurrency", "queue", "host", "port",
-            "admin_host", "admin_port", "trusted_proxies", "log_level", "log_format", "db",
-            "delivery_processes", "shutdown_grace",
-            "project", "location", "service_account", "emulator_host", "max_body_bytes",
-        )
-    }  # fmt: skip
+    # Every settings flag is in FLAG_NAMES; a few names there are environment-only
+    # (secrets such as admin_token and api_keys stay out of shell history and ps).
+    flags = {name: getattr(args, name, None) for name in FLAG_NAMES}
     return load_settings(args.config, env=os.environ, flags=flags)
 
 

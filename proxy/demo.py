@@ -27,7 +27,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from proxy.app import create_app
-from proxy.config import Settings, settings_from_dict
+from proxy.config.loading import settings_from_dict
+from proxy.config.settings import Settings
 from proxy.engines.http_client import ConnectionPool
 from proxy.server import ingress_options
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from proxy.config import trusted_networks
+from proxy.networks import trusted_networks
 
 _SCHEMES = frozenset({"http", "https"})
 _CACHE_MAX = 4096  # peers remembered (addresses are client input)
@@ -17,7 +17,7 @@ _CACHE_MAX = 4096  # peers remembered (addresses are client input)
 
 class TrustedProxies:
     """The peers in ``spec``: ``*`` (any), or comma-separated IP addresses and CIDR
-    networks (:func:`proxy.config.trusted_networks`; anything else raises ValueError)."""
+    networks (:func:`proxy.networks.trusted_networks`; anything else raises ValueError)."""
 
     def __init__(self, spec: str) -> None:
         networks = trusted_networks(spec)

@@ -14,8 +14,9 @@ import math
 import re
 from datetime import datetime
 
-from proxy.config import MAX_SCHEDULE_AHEAD, parse_duration
+from proxy.config.durations import parse_duration
 from proxy.errors import BadRequestError
+from proxy.limits import MAX_SCHEDULE_AHEAD
 
 HOP_BY_HOP = frozenset(
     {

@@ -19,9 +19,9 @@ from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from proxy.auth import bearer_token, key_matches
-from proxy.config import QueueSettings, RouteSettings, Settings
+from proxy.config.settings import QueueSettings, RouteSettings, Settings
 from proxy.engines import Engine
-from proxy.engines.delivery import BODY_METHODS, MAX_URL_LENGTH
+from proxy.engines.delivery import BODY_METHODS
 from proxy.envelope import EnqueueResult, Envelope
 from proxy.errors import (
     BadRequestError,
@@ -36,6 +36,7 @@ from proxy.errors import (
 )
 from proxy.forwarded import TrustedProxies, forwarded_scheme
 from proxy.headers import filter_headers, request_id_from, schedule_time_from, task_id_for_key
+from proxy.limits import MAX_URL_LENGTH
 from proxy.logs import FixedLine, emit
 from proxy.metrics import Metrics
 from proxy.problems import Answer, error_response_parts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.config import Settings
+from proxy.config.settings import Settings
 from proxy.engines import Engine
 from proxy.metrics import Metrics
 

@@ -20,7 +20,7 @@ from typing import Any
 import uvicorn
 
 from proxy.app import create_admin_app, create_app
-from proxy.config import Settings
+from proxy.config.settings import Settings
 from proxy.http11 import ingress_protocol
 from proxy.protocol import guarded_protocol
 from proxy.runtime import Runtime

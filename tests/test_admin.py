@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from proxy.app import create_admin_app, create_app
-from proxy.config import settings_from_dict
+from proxy.config.loading import settings_from_dict
 from proxy.errors import EngineUnavailableError
 from tests.support.engines import RecordingEngine
 from tests.support.servers import serve_in_thread

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from proxy.config import settings_from_dict
+from proxy.config.loading import settings_from_dict
 from tests.support.backend import RecordingBackend, run_backend
 from tests.support.servers import run_proxy, wait_for
 

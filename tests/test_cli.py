@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from proxy.cli import main
+from proxy.cli import add_settings_flags, main, settings_from_args
+from proxy.config.loading import FLAG_NAMES
 
 
 @pytest.mark.parametrize(
@@ -63,3 +65,15 @@ def test_bad_toml_from_a_real_process_has_no_traceback(tmp_path: Path) -> None:
     assert done.stderr.strip().splitlines() == [
         "ingest-proxy: config error: queues[0].rate: must be more than 0 and at most 500 per second"
     ]
+
+
+def test_every_settings_flag_is_a_known_setting_and_reaches_the_settings() -> None:
+    """The flag table of the config (FLAG_NAMES) is the one list: every flag the parser
+    offers for settings is in it, and each given flag ends up in the Settings."""
+    parser = argparse.ArgumentParser()
+    add_settings_flags(parser)
+    offered = {action.dest for action in parser._actions if action.dest not in ("help", "config")}
+    assert offered <= set(FLAG_NAMES)
+    args = parser.parse_args(["--target", "http://127.0.0.1:9", "--rate", "7", "--port", "8099"])
+    settings = settings_from_args(args)
+    assert (settings.queues[0].rate, settings.server.port) == (7.0, 8099)

@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from proxy.cli import main
-from proxy.config import Settings, settings_from_dict
+from proxy.config.loading import settings_from_dict
+from proxy.config.settings import Settings
 from tests.support.backend import RecordingBackend, run_backend
 from tests.support.servers import RunningProxy, run_proxy, wait_for
 

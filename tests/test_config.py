@@ -6,13 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import (
-    ConfigError,
-    default_burst,
-    load_settings,
-    parse_duration,
-    settings_from_dict,
-)
+from proxy.config.durations import parse_duration
+from proxy.config.loading import load_settings, settings_from_dict
+from proxy.errors import ConfigError
+from proxy.limits import default_burst
 
 TARGET = "http://127.0.0.1:9000"
 

@@ -30,7 +30,9 @@ from packaging.version import Version
 
 from proxy.admin import create_admin_app
 from proxy.cli import _parser, settings_from_args
-from proxy.config import ENV_PREFIX, FLAG_NAMES, Settings, parse_duration, settings_from_dict
+from proxy.config.durations import parse_duration
+from proxy.config.loading import ENV_PREFIX, FLAG_NAMES, settings_from_dict
+from proxy.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

@@ -13,7 +13,8 @@ import grpc
 import httpx
 import pytest
 
-from proxy.config import Settings, settings_from_dict
+from proxy.config.loading import settings_from_dict
+from proxy.config.settings import Settings
 from tests.support.backend import RecordingBackend, run_backend
 from tests.support.emulator import (
     LOCATION,

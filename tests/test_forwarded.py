@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from proxy.app import create_app
-from proxy.config import settings_from_dict
+from proxy.config.loading import settings_from_dict
 from proxy.forwarded import TrustedProxies, forwarded_scheme
 from proxy.server import ingress_options
 from tests.support.engines import RecordingEngine

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from uvicorn.server import ServerState
 
 from proxy.app import create_app
-from proxy.config import settings_from_dict
+from proxy.config.loading import settings_from_dict
 from proxy.envelope import EnqueueResult, Envelope
 from proxy.errors import BacklogFullError
 from proxy.http11 import MAX_PIPELINED, ingress_protocol

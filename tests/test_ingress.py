@@ -21,7 +21,7 @@ from uvicorn.config import LOGGING_CONFIG
 
 from proxy.app import create_app
 from proxy.auth import hash_key
-from proxy.config import settings_from_dict
+from proxy.config.loading import settings_from_dict
 from proxy.errors import BacklogFullError, EngineUnavailableError
 from proxy.logs import logging_to
 from proxy.server import ingress_options

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from proxy.app import create_app
-from proxy.config import settings_from_dict
+from proxy.config.loading import settings_from_dict
 from proxy.envelope import EnqueueResult, Envelope
 from proxy.errors import EngineUnavailableError
 from proxy.server import ingress_options

@@ -143,10 +143,18 @@ def test_ingress_knows_nothing_of_storage() -> None:
             assert not name.startswith(("sqlite3", "grpc", "google")), f"{module} imports {name}"
 
 
-def test_config_depends_on_nothing_of_ours_but_errors() -> None:
-    """config.py sits at the bottom: it imports only the error tree."""
-    ours = {n for n in _imports(PACKAGE / "config.py") if n.startswith("proxy")}
-    assert ours == {"proxy.errors"}
+def test_config_depends_on_nothing_of_ours_but_errors_and_limits() -> None:
+    """The config package sits at the bottom: besides its own modules it imports only the
+    error tree, Cloud Tasks' limits and the trusted-network parser (leaves themselves)."""
+    ours = {
+        name
+        for path in _modules(PACKAGE / "config")
+        for name in _imports(path)
+        if name.startswith("proxy") and not name.startswith("proxy.config")
+    }
+    assert ours == {"proxy.errors", "proxy.limits", "proxy.networks"}
+    for leaf in ("errors.py", "limits.py", "networks.py"):
+        assert not {n for n in _imports(PACKAGE / leaf) if n.startswith("proxy")}
 
 
 def test_public_api() -> None:
@@ -186,7 +194,7 @@ def test_the_bottom_layer_and_the_command_load_no_web_framework(statement: str) 
 def test_the_public_names_load_when_used() -> None:
     """The lazily imported public names are the real objects."""
     from proxy.app import create_app
-    from proxy.config import Settings
+    from proxy.config.settings import Settings
 
     assert proxy.create_app is create_app
     assert proxy.Settings is Settings

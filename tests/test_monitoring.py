@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from proxy.config import settings_from_dict
+from proxy.config.loading import settings_from_dict
 from tests.support.backend import RecordingBackend, run_backend
 from tests.support.servers import run_proxy, wait_for
 

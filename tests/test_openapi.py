@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from proxy.admin import create_admin_app
 from proxy.app import create_app
-from proxy.config import settings_from_dict
+from proxy.config.loading import settings_from_dict
 from proxy.openapi import admin_openapi
 from tests.support.engines import RecordingEngine
 

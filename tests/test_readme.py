@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from proxy.cli import _parser
-from proxy.config import settings_from_dict
+from proxy.config.loading import settings_from_dict
 from proxy.metrics import Metrics
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()

@@ -16,9 +16,11 @@ from dataclasses import dataclass, replace
 import grpc
 from google.cloud.tasks_v2 import Queue, RateLimits, RetryConfig, StackdriverLoggingConfig
 
+from proxy import limits
 from proxy.cloudtasks_server import validation as v
 from proxy.cloudtasks_server.validation import ApiError, invalid
-from proxy.config import QueueSettings, RetrySettings, default_burst
+from proxy.config.settings import QueueSettings, RetrySettings
+from proxy.limits import default_burst
 
 RUNNING = int(Queue.State.RUNNING)
 PAUSED = int(Queue.State.PAUSED)
@@ -80,7 +82,7 @@ class QueueConfig:
             target=UNUSED_TARGET,
             rate=self.rate,
             concurrency=self.concurrency,
-            dispatch_deadline=v.MAX_DISPATCH_DEADLINE,
+            dispatch_deadline=limits.MAX_DISPATCH_DEADLINE,
             retry=RetrySettings(
                 max_attempts=self.max_attempts,
                 min_backoff=self.min_backoff,
@@ -163,9 +165,9 @@ def _merge(config: QueueConfig, queue: Queue, paths: set[str] | None) -> QueueCo
 
 def check(config: QueueConfig) -> None:
     """INVALID_ARGUMENT unless the limits hold."""
-    if not 0 < config.rate <= v.MAX_RATE:
+    if not 0 < config.rate <= limits.MAX_RATE:
         raise invalid("rate_limits.max_dispatches_per_second must be in (0, 500].")
-    if not 1 <= config.concurrency <= v.MAX_CONCURRENCY:
+    if not 1 <= config.concurrency <= limits.MAX_CONCURRENCY:
         raise invalid("rate_limits.max_concurrent_dispatches must be in [1, 5000].")
     if config.max_attempts < -1:
         raise invalid("retry_config.max_attempts must be -1 (unlimited) or positive.")

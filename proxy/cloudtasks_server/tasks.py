@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from google.cloud.tasks_v2 import Attempt, HttpMethod, HttpRequest, OAuthToken, OidcToken, Task
 
+from proxy import limits
 from proxy.cloudtasks_server import validation as v
 from proxy.cloudtasks_server.validation import QueueName, invalid
 from proxy.engines.local.store.server import NewTask
@@ -53,8 +54,8 @@ def validate(queue: QueueName, task: Task, *, now: float, size: int, max_bytes: 
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise invalid(f"HttpRequest.url must be an http:// or https:// URL, not {url!r}.")
-    if len(url) > v.MAX_URL_LENGTH:
-        raise invalid(f"HttpRequest.url is longer than {v.MAX_URL_LENGTH} characters.")
+    if len(url) > limits.MAX_URL_LENGTH:
+        raise invalid(f"HttpRequest.url is longer than {limits.MAX_URL_LENGTH} characters.")
     method = HttpMethod(request.http_method).name
     method = "POST" if method == "HTTP_METHOD_UNSPECIFIED" else method
     if request.body and method not in BODY_METHODS:
@@ -64,16 +65,16 @@ def validate(queue: QueueName, task: Task, *, now: float, size: int, max_bytes: 
         for key, value in request.headers.items()
         if key.lower() not in _DROPPED_HEADERS and not key.lower().startswith(_DROPPED_PREFIXES)
     )
-    if sum(len(k) + len(val) + 4 for k, val in request.headers.items()) >= v.MAX_HEADER_BYTES:
+    if sum(len(k) + len(val) + 4 for k, val in request.headers.items()) >= limits.MAX_HEADER_BYTES:
         raise invalid("HttpRequest.headers must total less than 80 KB.")
     token = _token(request, url)
     deadline = v.seconds(task.dispatch_deadline) if "dispatch_deadline" in task else None
     if deadline is None:
         deadline = v.DEFAULT_DISPATCH_DEADLINE
-    if not v.MIN_DISPATCH_DEADLINE <= deadline <= v.MAX_DISPATCH_DEADLINE:
+    if not limits.MIN_DISPATCH_DEADLINE <= deadline <= limits.MAX_DISPATCH_DEADLINE:
         raise invalid("Task.dispatch_deadline must be between 15 seconds and 30 minutes.")
     schedule = _timestamp(task.schedule_time) if "schedule_time" in task else None
-    if schedule is not None and schedule > now + v.MAX_SCHEDULE_AHEAD:
+    if schedule is not None and schedule > now + limits.MAX_SCHEDULE_AHEAD:
         raise invalid("Task.schedule_time must be at most 30 days in the future.")
     schedule = now if schedule is None or schedule < now else round(schedule, 6)
     return NewTask(

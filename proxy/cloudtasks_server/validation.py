@@ -9,18 +9,12 @@ sees ``UNKNOWN`` for its own mistake.
 from __future__ import annotations
 
 import datetime
-import re
 from dataclasses import dataclass
 
 import grpc
 
-PROJECT_RE = re.compile(r"^[A-Za-z0-9.:-]{1,100}$")
-LOCATION_RE = re.compile(r"^[A-Za-z0-9-]{1,63}$")
-QUEUE_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,100}$")
-TASK_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,500}$")
+from proxy.limits import LOCATION_RE, MAX_TASK_BYTES, PROJECT_ID_RE, QUEUE_ID_RE, TASK_ID_RE
 
-MAX_RATE = 500.0  # dispatches per second
-MAX_CONCURRENCY = 5000
 DEFAULT_RATE = 500.0
 DEFAULT_CONCURRENCY = 1000
 DEFAULT_MAX_ATTEMPTS = 100
@@ -28,12 +22,7 @@ DEFAULT_MIN_BACKOFF = 0.1  # seconds
 DEFAULT_MAX_BACKOFF = 3600.0  # seconds
 DEFAULT_MAX_DOUBLINGS = 16
 DEFAULT_DISPATCH_DEADLINE = 600.0  # seconds
-MIN_DISPATCH_DEADLINE = 15.0
-MAX_DISPATCH_DEADLINE = 1800.0
-MAX_SCHEDULE_AHEAD = 30 * 86400.0  # seconds
-DEFAULT_MAX_TASK_BYTES = 100 * 1024  # the CreateTask reference's limit
-MAX_URL_LENGTH = 2083
-MAX_HEADER_BYTES = 80 * 1000
+DEFAULT_MAX_TASK_BYTES = MAX_TASK_BYTES  # the CreateTask reference's limit
 TASK_NAME_BLOCK = 3600.0  # seconds a task name stays taken after the task is gone
 QUEUE_NAME_BLOCK = 7 * 86400.0  # seconds a deleted queue's name stays taken
 MAX_TASK_PAGE = 1000
@@ -85,7 +74,7 @@ def parse_parent(parent: str) -> str:
         len(parts) != 4
         or parts[0] != "projects"
         or parts[2] != "locations"
-        or not PROJECT_RE.match(parts[1])
+        or not PROJECT_ID_RE.match(parts[1])
         or not LOCATION_RE.match(parts[3])
     ):
         raise invalid(f"Invalid resource field value in the request: parent {parent!r}.")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.config import QueueSettings
+from proxy.config.settings import QueueSettings
 from proxy.envelope import Envelope
 
 USER_AGENT = "Google-Cloud-Tasks"
-MAX_URL_LENGTH = 2083
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 

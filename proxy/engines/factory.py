@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.config import Settings
+from proxy.config.settings import Settings
 from proxy.engines import Engine
 from proxy.metrics import Metrics
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from proxy.config import RetrySettings
+from proxy.config.settings import RetrySettings
 
 
 def backoff_delay(retry: RetrySettings, retry_index: int) -> float:

@@ -20,7 +20,8 @@ from typing import Any
 import anyio
 import pytest
 
-from proxy.config import Settings, settings_from_dict
+from proxy.config.loading import settings_from_dict
+from proxy.config.settings import Settings
 from proxy.engines import Engine
 from proxy.engines.cloudtasks.engine import CloudTasksEngine
 from proxy.envelope import Envelope

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.config import RetrySettings
+from proxy.config.settings import RetrySettings
 from proxy.engines.retry import backoff_delay, decide, should_retry
 
 

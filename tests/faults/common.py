@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from proxy.config import RetrySettings
+from proxy.config.settings import RetrySettings
 from proxy.engines.retry import backoff_delay
 from tests.support.servers import free_port, wait_for
 

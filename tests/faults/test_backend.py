@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from proxy.config import RetrySettings
+from proxy.config.settings import RetrySettings
 from tests.faults.common import TIMEOUT, earliest_start, metric, most_attempts
 from tests.support.backend import RecordingBackend
 from tests.support.servers import free_port, run_proxy, serve_in_thread, wait_for

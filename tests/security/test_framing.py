@@ -32,7 +32,7 @@ import pytest
 from uvicorn.config import LOGGING_CONFIG
 
 from proxy.app import create_admin_app, create_app
-from proxy.config import settings_from_dict
+from proxy.config.loading import settings_from_dict
 from proxy.http11 import MAX_PIPELINED
 from proxy.server import HEAD_ALLOWANCE, admin_options, ingress_options
 from tests.faults.common import proxy_process

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from proxy.config import settings_from_dict
+from proxy.config.loading import settings_from_dict
 from proxy.headers import HOP_BY_HOP
 from proxy.ingress import ALLOWED_METHODS
 from tests.support.backend import Received, RecordingBackend, run_backend

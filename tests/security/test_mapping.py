@@ -19,7 +19,8 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.config import Settings, settings_from_dict
+from proxy.config.loading import settings_from_dict
+from proxy.config.settings import Settings
 from proxy.engines.cloudtasks.request import create_task_message, queue_targets
 from proxy.engines.delivery import BODY_METHODS, build_request, cloud_tasks_headers, target_url
 from proxy.envelope import Envelope

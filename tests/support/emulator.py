@@ -37,7 +37,8 @@ import pytest
 from google.cloud.tasks_v2 import CloudTasksClient, Queue
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
-from proxy.config import Settings, settings_from_dict
+from proxy.config.loading import settings_from_dict
+from proxy.config.settings import Settings
 from tests.support.servers import free_port
 
 VERSION = "0.6.2"

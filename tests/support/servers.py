@@ -15,7 +15,7 @@ import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 from proxy.app import create_admin_app, create_app
-from proxy.config import Settings
+from proxy.config.settings import Settings
 from proxy.server import admin_options, ingress_options
 
 START_TIMEOUT = 30.0

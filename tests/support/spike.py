@@ -9,7 +9,8 @@ from typing import Any
 
 import httpx
 
-from proxy.config import Settings, settings_from_dict
+from proxy.config.loading import settings_from_dict
+from proxy.config.settings import Settings
 
 
 def local_settings(tmp_path: Path, target: str, **queue: Any) -> Settings:

@@ -25,7 +25,7 @@ from google.cloud.tasks_v2 import (
     Task,
 )
 
-from proxy.config import Settings
+from proxy.config.settings import Settings
 from proxy.engines.admin import DeadLetterInfo, Page, QueueInfo, QueueState, TaskInfo
 from proxy.engines.cloudtasks.errors import admin_error
 from proxy.engines.cloudtasks.request import QueueTarget

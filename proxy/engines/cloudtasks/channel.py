@@ -9,7 +9,7 @@ import grpc
 from google.cloud.tasks_v2 import CloudTasksAsyncClient
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
 
-from proxy.config import CloudTasksSettings
+from proxy.config.settings import CloudTasksSettings
 from proxy.engines.cloudtasks.errors import credentials_needed
 
 _RECONNECT_OPTIONS: list[tuple[str, Any]] = [

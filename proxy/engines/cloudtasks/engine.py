@@ -23,7 +23,7 @@ from google.cloud.tasks_v2 import CloudTasksAsyncClient, Queue
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity.wait import wait_random_exponential
 
-from proxy.config import Settings
+from proxy.config.settings import Settings
 from proxy.engines.cloudtasks.admin import CloudTasksAdmin
 from proxy.engines.cloudtasks.channel import make_client, make_create_task_channel
 from proxy.engines.cloudtasks.errors import (

@@ -22,7 +22,7 @@ from google.cloud.tasks_v2 import (
     UpdateQueueRequest,
 )
 
-from proxy.config import QueueSettings, Settings
+from proxy.config.settings import QueueSettings, Settings
 from proxy.engines.cloudtasks.channel import make_client
 from proxy.engines.cloudtasks.errors import admin_error
 

@@ -14,7 +14,7 @@ from google.api_core.gapic_v1 import routing_header
 from google.cloud.tasks_v2 import CreateTaskRequest, HttpMethod, HttpRequest, Task
 from google.cloud.tasks_v2.services.cloud_tasks.transports.base import DEFAULT_CLIENT_INFO
 
-from proxy.config import QueueSettings, Settings
+from proxy.config.settings import QueueSettings, Settings
 from proxy.engines.delivery import BODY_METHODS, build_request
 from proxy.envelope import Envelope
 

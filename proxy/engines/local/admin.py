@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from proxy.config import Settings
+from proxy.config.settings import Settings
 from proxy.engines.admin import DeadLetterInfo, Page, QueueInfo, TaskInfo
 from proxy.engines.local.dispatcher import Dispatcher
 from proxy.engines.local.store.admin import AdminStore, FoundTask

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from functools import partial
 from itertools import chain
 
-from proxy.config import QueueSettings
+from proxy.config.settings import QueueSettings
 from proxy.engines.delivery import OutgoingRequest, build_request, cloud_tasks_headers
 from proxy.engines.local import attempt
 from proxy.engines.local.bucket import Throttle, TokenBucket

@@ -8,7 +8,7 @@ import logging
 import math
 import ssl
 
-from proxy.config import QueueSettings, Settings
+from proxy.config.settings import QueueSettings, Settings
 from proxy.engines.admin import QueueInfo
 from proxy.engines.http_client import ConnectionPool, tls_context
 from proxy.engines.local.admin import LocalAdmin

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from proxy.config import Settings
+from proxy.config.settings import Settings
 from tests.support.backend import RecordingBackend
 from tests.support.emulator import Emulator, cloudtasks_proxy_settings, unique_queue_name
 from tests.support.servers import run_proxy, wait_for

@@ -16,7 +16,8 @@ import grpc
 import pytest
 from google.cloud.tasks_v2 import HttpMethod
 
-from proxy.config import Settings, settings_from_dict
+from proxy.config.loading import settings_from_dict
+from proxy.config.settings import Settings
 from proxy.engines.cloudtasks.engine import CloudTasksEngine
 from proxy.envelope import Envelope
 from proxy.errors import ConfigError, EngineUnavailableError, TaskRejectedError

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import settings_from_dict
+from proxy.config.loading import settings_from_dict
 from proxy.engines.admin import QueueAdmin
 from proxy.engines.local.engine import LocalEngine
 from proxy.envelope import Envelope

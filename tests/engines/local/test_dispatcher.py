@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import QueueSettings, RetrySettings
+from proxy.config.settings import QueueSettings, RetrySettings
 from proxy.engines.http_client import ConnectionPool
 from proxy.engines.local import dispatcher as dispatcher_module
 from proxy.engines.local.attempt import PoolSender

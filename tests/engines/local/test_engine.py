@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import Settings, settings_from_dict
+from proxy.config.loading import settings_from_dict
+from proxy.config.settings import Settings
 from proxy.engines.local.engine import LocalEngine
 from proxy.engines.local.store.store import Store
 from proxy.envelope import Envelope
