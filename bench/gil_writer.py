@@ -3,7 +3,7 @@ at several GIL switch intervals (``sys.setswitchinterval``), in one run.
 
     .venv/bin/python -m bench.gil_writer [--batches 200] [--batch 32]
 
-The writer (``proxy/engines/local/writer.py``) inserts a batch with ``executemany`` and
+The writer (``proxy/engines/local/store/writer.py``) inserts a batch with ``executemany`` and
 commits with ``synchronous = FULL``; ``sqlite3`` releases the GIL around every statement
 step and must take it back after each one. While another thread runs Python code (the
 event loop parsing requests), taking it back waits up to the switch interval. This

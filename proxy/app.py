@@ -9,11 +9,11 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
-from proxy.admin import create_admin_app as _create_admin_app
+from proxy.admin.routes import create_admin_app as _create_admin_app
 from proxy.config.settings import Settings
 from proxy.engines import Engine
 from proxy.engines.factory import build_engine
-from proxy.ingress import Ingress
+from proxy.ingress.pipeline import Ingress
 from proxy.metrics import Metrics
 from proxy.runtime import Runtime
 

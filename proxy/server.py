@@ -21,8 +21,8 @@ import uvicorn
 
 from proxy.app import create_admin_app, create_app
 from proxy.config.settings import Settings
-from proxy.http11 import ingress_protocol
-from proxy.protocol import guarded_protocol
+from proxy.http.admin_protocol import guarded_protocol
+from proxy.http.ingress_protocol import ingress_protocol
 from proxy.runtime import Runtime
 
 logger = logging.getLogger("ingest_proxy")
@@ -55,7 +55,7 @@ def ingress_options(settings: Settings) -> dict[str, Any]:
         "lifespan": "on",
         "log_level": server.log_level,
         # X-Forwarded-For/-Proto from server.trusted_proxies are read by the ingress itself
-        # (proxy/forwarded.py), in its one pass over the headers.
+        # (proxy/ingress/forwarded.py), in its one pass over the headers.
         "proxy_headers": False,
         "server_header": False,
         "timeout_graceful_shutdown": int(server.shutdown_grace),

@@ -28,8 +28,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from proxy.admin import create_admin_app
-from proxy.cli import _parser, settings_from_args
+from proxy.admin.routes import create_admin_app
+from proxy.cli.main import _parser, settings_from_args
 from proxy.config.durations import parse_duration
 from proxy.config.loading import ENV_PREFIX, FLAG_NAMES, settings_from_dict
 from proxy.config.settings import Settings

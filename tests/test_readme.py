@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cli import _parser
+from proxy.cli.main import _parser
 from proxy.config.loading import settings_from_dict
 from proxy.metrics import Metrics
 

@@ -1,6 +1,6 @@
 """Message framing over raw sockets against the whole proxy, on both event loops.
 
-Real uvicorn with the ingress's own HTTP/1.1 protocol (proxy/http11.py), the embedded
+Real uvicorn with the ingress's own HTTP/1.1 protocol (proxy/http/ingress_protocol.py), the embedded
 engine on a real SQLite file, a real RecordingBackend as both queues' target. Each case
 writes bytes on one connection and checks:
 
@@ -33,7 +33,7 @@ from uvicorn.config import LOGGING_CONFIG
 
 from proxy.app import create_admin_app, create_app
 from proxy.config.loading import settings_from_dict
-from proxy.http11 import MAX_PIPELINED
+from proxy.http.ingress_protocol import MAX_PIPELINED
 from proxy.server import HEAD_ALLOWANCE, admin_options, ingress_options
 from tests.faults.common import proxy_process
 from tests.support.backend import Received, RecordingBackend, run_backend

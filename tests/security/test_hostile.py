@@ -8,7 +8,7 @@ right 4xx (or a 202 that delivers what was asked to the configured target) or a 
 connection, never a 5xx; the proxy keeps serving; the backend sees only well-formed
 requests for its own host under the configured base path.
 
-tests/test_ingress.py covers some of these in process against an in-memory engine;
+tests/ingress/test_pipeline.py covers some of these in process against an in-memory engine;
 here they go through the parser, the engine and the dispatcher to a real backend.
 """
 
@@ -26,8 +26,8 @@ import httpx
 import pytest
 
 from proxy.config.loading import settings_from_dict
-from proxy.headers import HOP_BY_HOP
-from proxy.ingress import ALLOWED_METHODS
+from proxy.ingress.headers import HOP_BY_HOP
+from proxy.ingress.pipeline import ALLOWED_METHODS
 from tests.support.backend import Received, RecordingBackend, run_backend
 from tests.support.servers import RunningProxy, run_proxy, wait_for
 

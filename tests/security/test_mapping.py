@@ -25,8 +25,8 @@ from proxy.engines.cloudtasks.request import create_task_message, queue_targets
 from proxy.engines.delivery import BODY_METHODS, build_request, cloud_tasks_headers, target_url
 from proxy.envelope import Envelope
 from proxy.errors import BadRequestError
-from proxy.headers import ALWAYS_DROPPED, HOP_BY_HOP, RESERVED_PREFIXES, filter_headers
-from proxy.ingress import ALLOWED_METHODS, Ingress
+from proxy.ingress.headers import ALWAYS_DROPPED, HOP_BY_HOP, RESERVED_PREFIXES, filter_headers
+from proxy.ingress.pipeline import ALLOWED_METHODS, Ingress
 from proxy.metrics import Metrics
 from tests.support.engines import RecordingEngine
 

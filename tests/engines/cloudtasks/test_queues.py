@@ -14,7 +14,7 @@ import pytest
 from google.api_core import exceptions as core_exceptions
 from google.cloud.tasks_v2 import Queue
 
-from proxy.cli import main
+from proxy.cli.main import main
 from tests.support.cloudtasks_server import run_server, sync_client
 from tests.support.queue_server import run_queue_server
 

@@ -1,4 +1,4 @@
-"""The task store's headers column (proxy/engines/local/header_codec.py)."""
+"""The task store's headers column (proxy/engines/local/store/header_codec.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SQLite task store on a real file (proxy/engines/local/store.py, writer.py)."""
+"""SQLite task store on a real file (proxy/engines/local/store/store.py, writer.py)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""The ingress listener's HTTP/1.1 protocol (proxy/http11.py), over raw sockets against a
-real server, on both event loops the proxy runs on (asyncio's, and uvloop's as
+"""The ingress listener's HTTP/1.1 protocol (proxy/http/ingress_protocol.py), over raw
+sockets against a real server, on both event loops the proxy runs on (asyncio's, and uvloop's as
 ``ingest-proxy serve`` uses). Header and body deadlines and the head-size cap are tested
-through the ingress in tests/test_ingress.py and tests/security/."""
+through the ingress in tests/ingress/test_pipeline.py and tests/security/."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from proxy.app import create_app
 from proxy.config.loading import settings_from_dict
 from proxy.envelope import EnqueueResult, Envelope
 from proxy.errors import BacklogFullError
-from proxy.http11 import MAX_PIPELINED, ingress_protocol
-from proxy.ingress import Ingress
+from proxy.http.ingress_protocol import MAX_PIPELINED, ingress_protocol
+from proxy.ingress.pipeline import Ingress
 from proxy.server import ingress_options
 from tests.support.engines import RecordingEngine
 from tests.support.servers import serve_in_thread

@@ -1,11 +1,11 @@
-"""Error responses (proxy/problems.py)."""
+"""Error responses (proxy/http/responses.py)."""
 
 from __future__ import annotations
 
 import json
 
 from proxy.errors import BacklogFullError
-from proxy.problems import closing_response, error_response_parts
+from proxy.http.responses import closing_response, error_response_parts
 
 
 def test_closing_response_is_a_whole_json_response() -> None:

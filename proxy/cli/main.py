@@ -11,7 +11,7 @@ from typing import Any
 
 from proxy._version import __version__
 from proxy.auth import hash_key
-from proxy.cli_admin import add_admin_commands, run_admin_command
+from proxy.cli.admin import add_admin_commands, run_admin_command
 from proxy.config.loading import FLAG_NAMES, load_settings
 from proxy.config.settings import Settings
 from proxy.errors import ConfigError
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "cloudtasks-server":
         return _cloudtasks_server(args)
     if args.command == "demo":
-        from proxy import demo
+        from proxy.cli import demo
 
         if not (1 <= args.requests <= 100_000 and 0 < args.rate <= 500 and args.concurrency >= 1):
             print("ingest-proxy: demo needs 1-100000 requests, a rate in (0, 500]", file=sys.stderr)

@@ -1,6 +1,6 @@
 """uvicorn's httptools protocol with a deadline and a size cap for request heads, for the
-admin listener (the ingress listener has its own protocol, proxy/http11.py, which applies
-the same deadlines and cap and answers with the responses defined here).
+admin listener (the ingress listener has its own protocol, ``ingress_protocol.py``,
+which applies the same deadlines and cap and answers with the responses defined here).
 
 uvicorn times out idle keep-alive connections but not a client that trickles its request
 line and headers: such a connection would be held forever. Here the headers of every
@@ -21,7 +21,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from proxy.problems import closing_response, refusal_parts
+from proxy.http.responses import closing_response, refusal_parts
 
 _HEAD_LATE = (408, "request_timeout", "The request headers did not arrive in time.")
 _BODY_LATE = (408, "request_timeout", "The request body did not arrive in time.")
@@ -29,8 +29,8 @@ _HEAD_TOO_LARGE = (431, "headers_too_large", "The request line and headers are t
 HEAD_LATE = closing_response(*_HEAD_LATE)
 BODY_LATE = closing_response(*_BODY_LATE)
 HEAD_TOO_LARGE = closing_response(*_HEAD_TOO_LARGE)
-# The same refusals as (status, headers, body), for the ingress's protocol (proxy/http11.py),
-# which writes them after the answers it owes on the connection.
+# The same refusals as (status, headers, body), for the ingress's protocol
+# (ingress_protocol.py), which writes them after the answers it owes on the connection.
 HEAD_LATE_PARTS = refusal_parts(*_HEAD_LATE)
 BODY_LATE_PARTS = refusal_parts(*_BODY_LATE)
 HEAD_TOO_LARGE_PARTS = refusal_parts(*_HEAD_TOO_LARGE)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import httptools
 
-from proxy.problems import Answer, refusal_parts
+from proxy.http.responses import Answer, refusal_parts
 
 Target = tuple[bytes, bytes, bytes | None]  # raw path, query, authority (absolute-form)
 

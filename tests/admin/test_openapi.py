@@ -7,10 +7,10 @@ import re
 from openapi_spec_validator import validate
 from starlette.routing import Route
 
-from proxy.admin import create_admin_app
+from proxy.admin.openapi import admin_openapi
+from proxy.admin.routes import create_admin_app
 from proxy.app import create_app
 from proxy.config.loading import settings_from_dict
-from proxy.openapi import admin_openapi
 from tests.support.engines import RecordingEngine
 
 SETTINGS = settings_from_dict({"queues": [{"name": "q", "target": "http://127.0.0.1:9"}]})

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from proxy.admin.openapi import admin_openapi
 from proxy.auth import bearer_token, token_matches
 from proxy.engines.admin import DeadLetterInfo, QueueAdmin, TaskInfo
 from proxy.errors import (
@@ -32,8 +33,7 @@ from proxy.errors import (
     ProxyError,
     UnauthorizedError,
 )
-from proxy.openapi import admin_openapi
-from proxy.problems import error_response_parts
+from proxy.http.responses import error_response_parts
 from proxy.runtime import Runtime
 
 Handler = Callable[[Request], Awaitable[Response]]

@@ -7,7 +7,7 @@ the event loop. The ingress is called at two points: when the head is complete
 (:meth:`Ingress.start`, which routes and checks it) and when the body is
 (:meth:`Ingress.finish`, which enqueues it and answers once the task is durable).
 
-HTTP handling, tested in tests/test_http11.py and, over raw sockets against the whole
+HTTP handling, tested in tests/http/test_ingress_protocol.py and, over raw sockets against the whole
 proxy on both event loops, in tests/security/test_framing.py:
 - keep-alive (closed after ``timeout_keep_alive`` idle seconds), HTTP/1.0, ``Connection:
   close``; pipelined requests are answered one at a time, in order;
@@ -49,10 +49,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from proxy.errors import BodyTooLargeError
-from proxy.ingress import Ingress, Pending, declares_body, too_large
-from proxy.problems import Answer, refusal_parts
-from proxy.protocol import BODY_LATE_PARTS, HEAD_LATE_PARTS, HEAD_TOO_LARGE_PARTS
-from proxy.targets import BAD_TARGET, TargetError, absolute_form, origin_form
+from proxy.http.admin_protocol import BODY_LATE_PARTS, HEAD_LATE_PARTS, HEAD_TOO_LARGE_PARTS
+from proxy.http.request_target import BAD_TARGET, TargetError, absolute_form, origin_form
+from proxy.http.responses import Answer, refusal_parts
+from proxy.ingress.pipeline import Ingress, Pending, declares_body, too_large
 
 logger = logging.getLogger("ingest_proxy.http")
 

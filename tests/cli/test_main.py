@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cli import add_settings_flags, main, settings_from_args
+from proxy.cli.main import add_settings_flags, main, settings_from_args
 from proxy.config.loading import FLAG_NAMES
 
 

@@ -1,11 +1,11 @@
-"""Header filtering and control-header parsing (proxy/headers.py)."""
+"""Header filtering and control-header parsing (proxy/ingress/headers.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from proxy.errors import BadRequestError
-from proxy.headers import (
+from proxy.ingress.headers import (
     filter_headers,
     request_id_from,
     schedule_time_from,

@@ -1,10 +1,10 @@
-"""The request target forms the ingress's HTTP/1.1 protocol reads (proxy/targets.py)."""
+"""The request target forms the ingress's HTTP/1.1 protocol reads (proxy/http/request_target.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from proxy.targets import BAD_TARGET, USERINFO, TargetError, absolute_form, origin_form
+from proxy.http.request_target import BAD_TARGET, USERINFO, TargetError, absolute_form, origin_form
 
 
 def test_origin_form_is_path_and_query() -> None:

@@ -34,12 +34,17 @@ from proxy.errors import (
     UnauthorizedError,
     UriTooLongError,
 )
-from proxy.forwarded import TrustedProxies, forwarded_scheme
-from proxy.headers import filter_headers, request_id_from, schedule_time_from, task_id_for_key
+from proxy.http.responses import Answer, error_response_parts
+from proxy.ingress.forwarded import TrustedProxies, forwarded_scheme
+from proxy.ingress.headers import (
+    filter_headers,
+    request_id_from,
+    schedule_time_from,
+    task_id_for_key,
+)
 from proxy.limits import MAX_URL_LENGTH
 from proxy.logs import FixedLine, emit
 from proxy.metrics import Metrics
-from proxy.problems import Answer, error_response_parts
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -188,7 +193,7 @@ class Ingress:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
-    # ------------------------------------------------------------ for proxy/http11.py
+    # ------------------------------------------------------------ for http/ingress_protocol.py
 
     def start(self, scope: Scope) -> Pending | Answer:
         """The verdict on a request's head: :class:`Pending` when it is accepted, else the
@@ -320,8 +325,8 @@ class Ingress:
 
     async def _receive_body(self, receive: Receive, pending: Pending) -> bytes:
         # The body deadline (limits.body_timeout) is enforced by the HTTP protocol
-        # (proxy/protocol.py's guard): a late body is answered 408 there and reaches us as
-        # a disconnect, which costs nothing per request here.
+        # (proxy/http/admin_protocol.py's guard): a late body is answered 408 there and
+        # reaches us as a disconnect, which costs nothing per request here.
         message = await receive()
         if message["type"] == "http.request" and not message.get("more_body", False):
             body: bytes = message.get("body", b"")  # the whole body in one message: usual

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from proxy.cli import main
+from proxy.cli.main import main
 from proxy.config.loading import settings_from_dict
 from proxy.config.settings import Settings
 from tests.support.backend import RecordingBackend, run_backend

@@ -1,7 +1,8 @@
 """The ingress as a plain ASGI app (``Ingress.__call__``), served by uvicorn's own HTTP
-protocol as any ASGI server would serve it. ``ingest-proxy serve`` uses proxy/http11.py
-instead (tests/test_http11.py); both paths are built from the same ingress steps, and
-these tests check that the ASGI one answers the same way."""
+protocol as any ASGI server would serve it. ``ingest-proxy serve`` uses
+proxy/http/ingress_protocol.py instead (tests/http/test_ingress_protocol.py); both paths
+are built from the same ingress steps, and these tests check that the ASGI one answers
+the same way."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Trusted proxies and the client they name (proxy/forwarded.py), and the ingress using
+"""Trusted proxies and the client they name (proxy/ingress/forwarded.py), and the ingress using
 them through a real server."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from proxy.app import create_app
 from proxy.config.loading import settings_from_dict
-from proxy.forwarded import TrustedProxies, forwarded_scheme
+from proxy.ingress.forwarded import TrustedProxies, forwarded_scheme
 from proxy.server import ingress_options
 from tests.support.engines import RecordingEngine
 from tests.support.servers import serve_in_thread
@@ -37,7 +37,7 @@ def test_trusted_peers(spec: str, peer: str, trusted: bool) -> None:
 
 
 def test_an_entry_that_is_no_address_is_an_error() -> None:
-    """The config refuses such entries (tests/test_config.py); the class does too."""
+    """The config refuses such entries (tests/config/test_loading.py); the class does too."""
     with pytest.raises(ValueError, match=r"'lb\.internal' is not an IP address or network"):
         TrustedProxies("10.0.0.1, lb.internal")
 
