@@ -202,7 +202,7 @@ class NoopEngine:
         return EnqueueResult(envelope.id, envelope.queue)
 
     def enqueue_nowait(self, envelope: Envelope) -> asyncio.Future[EnqueueResult]:
-        """The ingress's direct path (proxy/direct.py), as the embedded engine offers it."""
+        """The ingress's callback path, as the embedded engine offers it."""
         future: asyncio.Future[EnqueueResult] = asyncio.get_running_loop().create_future()
         future.set_result(EnqueueResult(envelope.id, envelope.queue))
         return future

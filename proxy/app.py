@@ -9,13 +9,14 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
-from proxy.admin.routes import create_admin_app as _create_admin_app
+from proxy.admin.routes import build_admin_app
 from proxy.config.settings import Settings
 from proxy.engines import Engine
 from proxy.engines.factory import build_engine
+from proxy.ingress.asgi import AsgiIngress
 from proxy.ingress.pipeline import Ingress
 from proxy.metrics import Metrics
-from proxy.runtime import Runtime
+from proxy.state import ProxyState
 
 __all__ = ["create_admin_app", "create_app"]
 
@@ -30,7 +31,7 @@ def create_app(
     """
     metrics = metrics if metrics is not None else Metrics()
     engine = engine if engine is not None else build_engine(settings, metrics)
-    runtime = Runtime(settings=settings, engine=engine, metrics=metrics)
+    runtime = ProxyState(settings=settings, engine=engine, metrics=metrics)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -57,16 +58,17 @@ class ProxyApp(Starlette):
 
     def __init__(self, ingress: Ingress, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.ingress = ingress
+        self.ingress = ingress  # the ingress listener's protocol calls its steps itself
+        self._asgi = AsgiIngress(ingress)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            await self.ingress(scope, receive, send)
+            await self._asgi(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 
 
 def create_admin_app(app: Starlette) -> Starlette:
     """The admin app (health, readiness, metrics) for an app made by :func:`create_app`."""
-    runtime: Runtime = app.state.runtime
-    return _create_admin_app(runtime)
+    runtime: ProxyState = app.state.runtime
+    return build_admin_app(runtime)

@@ -23,7 +23,7 @@ from proxy.app import create_admin_app, create_app
 from proxy.config.settings import Settings
 from proxy.http.admin_protocol import guarded_protocol
 from proxy.http.ingress_protocol import ingress_protocol
-from proxy.runtime import Runtime
+from proxy.state import ProxyState
 
 logger = logging.getLogger("ingest_proxy")
 HEAD_ALLOWANCE = 16 * 1024  # bytes of a request head beyond limits.max_header_bytes
@@ -92,10 +92,10 @@ def admin_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def build_servers(settings: Settings) -> tuple[_Server, _Server, Runtime]:
+def build_servers(settings: Settings) -> tuple[_Server, _Server, ProxyState]:
     """The ingress and admin uvicorn servers for ``settings`` (not yet started)."""
     app = create_app(settings)
-    runtime: Runtime = app.state.runtime
+    runtime: ProxyState = app.state.runtime
     server = settings.server
     ingress = uvicorn.Config(app, host=server.host, port=server.port, **ingress_options(settings))
     admin = uvicorn.Config(

@@ -34,7 +34,7 @@ from proxy.errors import (
     UnauthorizedError,
 )
 from proxy.http.responses import error_response_parts
-from proxy.runtime import Runtime
+from proxy.state import ProxyState
 
 Handler = Callable[[Request], Awaitable[Response]]
 MAX_PAGE = 1000
@@ -53,7 +53,7 @@ def _dead_letter_json(letter: DeadLetterInfo) -> dict[str, Any]:
     return dataclasses.asdict(letter)
 
 
-def create_admin_app(runtime: Runtime) -> Starlette:
+def build_admin_app(runtime: ProxyState) -> Starlette:
     """The admin Starlette app for ``runtime`` (see the module docstring for auth)."""
     settings = runtime.settings
     queue_names = {queue.name for queue in settings.queues}

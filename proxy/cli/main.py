@@ -81,7 +81,7 @@ def _add_cloudtasks_server(commands: argparse._SubParsersAction[Any]) -> None:
 
 
 def _cloudtasks_server(args: argparse.Namespace) -> int:
-    from proxy.cloudtasks_server.server import serve
+    from proxy.cloudtasks_server.server import serve_cloudtasks
 
     ports = [args.port] if args.rest_port is None else [args.port, args.rest_port]
     if not all(0 <= port <= 65535 for port in ports) or args.max_task_bytes < 1:
@@ -89,7 +89,9 @@ def _cloudtasks_server(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     configure_logging(args.log_level, args.log_format)
     return asyncio.run(
-        serve(args.db, args.host, args.port, args.max_task_bytes, rest_port=args.rest_port)
+        serve_cloudtasks(
+            args.db, args.host, args.port, args.max_task_bytes, rest_port=args.rest_port
+        )
     )
 
 

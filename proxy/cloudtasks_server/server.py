@@ -143,7 +143,7 @@ class LocalCloudTasks:
         await self.runtime.aclose()
 
 
-async def serve(
+async def serve_cloudtasks(
     db: str, host: str, port: int, max_task_bytes: int, rest_port: int | None = None
 ) -> int:
     """Run until SIGINT/SIGTERM (the ``cloudtasks-server`` command); returns the exit code.

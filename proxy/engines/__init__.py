@@ -5,6 +5,7 @@ Both engines implement :class:`Engine`; one contract test suite runs against eac
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from proxy.envelope import EnqueueResult, Envelope
@@ -38,6 +39,13 @@ class Engine(Protocol):
         Raises :class:`EngineUnavailableError` (nothing persisted, retry later),
         :class:`BacklogFullError` (queue at its bound) or :class:`TaskRejectedError`.
         """
+        ...
+
+    def enqueue_nowait(self, envelope: Envelope) -> asyncio.Future[EnqueueResult]:
+        """:meth:`enqueue` as a future of its result, on the running loop: the ingress's
+        HTTP/1.1 path answers from a callback, without a coroutine per request where the
+        engine can avoid one. What is refused before anything is written may raise at once;
+        the future carries the rest."""
         ...
 
     async def check_ready(self) -> None:

@@ -52,7 +52,8 @@ from proxy.errors import BodyTooLargeError
 from proxy.http.admin_protocol import BODY_LATE_PARTS, HEAD_LATE_PARTS, HEAD_TOO_LARGE_PARTS
 from proxy.http.request_target import BAD_TARGET, TargetError, absolute_form, origin_form
 from proxy.http.responses import Answer, refusal_parts
-from proxy.ingress.pipeline import Ingress, Pending, declares_body, too_large
+from proxy.ingress.head import declares_body
+from proxy.ingress.pipeline import Ingress, Pending, too_large
 
 logger = logging.getLogger("ingest_proxy.http")
 

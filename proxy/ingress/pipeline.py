@@ -1,7 +1,12 @@
-"""Ingress: any request on any path -> one Envelope -> engine.enqueue() -> 202.
+"""The ingress pipeline: any request on any path -> one Envelope -> the engine -> 202.
 
-A plain ASGI callable rather than a Starlette route: per-request Python work decides
-ingest throughput, so the hot path does only what it must.
+Two steps, for every HTTP server: :meth:`Ingress.start` judges a request's head (route,
+method, API key, ids, schedule, delivery URL and headers, declared size) and
+:meth:`Ingress.finish` stores it with its body and answers from a callback; every answer
+is counted and logged here. The ingress listener's HTTP/1.1 protocol
+(``proxy/http/ingress_protocol.py``) calls them directly; ``asgi.py`` adapts them for any
+ASGI server. Per-request Python work decides ingest throughput, so the hot path does only
+what it must.
 """
 
 from __future__ import annotations
@@ -10,16 +15,13 @@ import asyncio
 import logging
 import os
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, NamedTuple
-from urllib.parse import quote
 
 from proxy.auth import bearer_token, key_matches
-from proxy.config.settings import QueueSettings, RouteSettings, Settings
+from proxy.config.settings import Settings
 from proxy.engines import Engine
 from proxy.engines.delivery import BODY_METHODS
 from proxy.envelope import EnqueueResult, Envelope
@@ -30,19 +32,15 @@ from proxy.errors import (
     HeadersTooLargeError,
     MethodNotAllowedError,
     ProxyError,
-    TransferCodingError,
     UnauthorizedError,
-    UriTooLongError,
 )
 from proxy.http.responses import Answer, error_response_parts
+from proxy.ingress.control import request_id_from, schedule_time_from, task_id_for_key
 from proxy.ingress.forwarded import TrustedProxies, forwarded_scheme
-from proxy.ingress.headers import (
-    filter_headers,
-    request_id_from,
-    schedule_time_from,
-    task_id_for_key,
-)
-from proxy.limits import MAX_URL_LENGTH
+from proxy.ingress.head import Head, parse_content_length, read_head
+from proxy.ingress.headers import filter_headers
+from proxy.ingress.routing import Route, Router
+from proxy.ingress.target import check_url_length, delivery_path, delivery_query
 from proxy.logs import FixedLine, emit
 from proxy.metrics import Metrics
 
@@ -73,63 +71,17 @@ _ids = random.Random()  # noqa: S311 - unique, not secret (above)
 os.register_at_fork(after_in_child=_ids.seed)
 _random_bits = _ids.getrandbits
 
-# The request headers the ingress itself reads (uvicorn gives lower-case names).
-_HOST, _CONTENT_LENGTH, _UPGRADE, _TRANSFER_ENCODING, _FORWARDED_FOR, _FORWARDED_PROTO = range(6)
-_READ: dict[bytes, int | str] = {
-    b"host": _HOST,
-    b"content-length": _CONTENT_LENGTH,
-    b"upgrade": _UPGRADE,
-    b"transfer-encoding": _TRANSFER_ENCODING,
-    b"x-forwarded-for": _FORWARDED_FOR,
-    b"x-forwarded-proto": _FORWARDED_PROTO,
-} | {
-    name.encode(): name
-    for name in (
-        "idempotency-key",
-        "x-delay",
-        "x-not-before",
-        "x-request-id",
-        "x-api-key",
-        "authorization",
-    )
-}
 _NOTHING: frozenset[str] = frozenset()
 _CANCELLED = EngineUnavailableError(
     "The proxy stopped before the request was stored; retry it.", retry_after=1
 )
 _FAILED = ProxyError("The proxy failed while storing the request; retry it.")
 ALLOWED_METHODS = frozenset({"POST", "GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"})
-_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
-# Characters RFC 3986 does not allow as they are (and a "%" that starts no escape): they
-# are percent-encoded, so the delivery URL is the same for every engine and HTTP client.
-_UNSAFE_PATH = re.compile(r"%(?![0-9A-Fa-f]{2})|[^A-Za-z0-9/%:@!$&'()*+,;=._~-]")
-_UNSAFE_QUERY = re.compile(r"%(?![0-9A-Fa-f]{2})|[^A-Za-z0-9/?%:@!$&'()*+,;=._~-]")
-# host [":" port]: a reg-name (letters, digits, "-._~", sub-delims, %XX) or an IP literal.
-_GOOD_HOSTS: dict[bytes, str] = {}  # Host values seen valid (bounded: they are client input)
-_GOOD_HOSTS_MAX = 256
-_HOST_RE = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]{0,5})?")
-
-
-@dataclass(frozen=True, slots=True)
-class _Route:
-    settings: RouteSettings
-    queue: QueueSettings
-    prefix: str  # without a trailing slash; "" for the catch-all
-    api_keys: tuple[str, ...]
-    target_length: int = field(init=False)  # of the target URL the path is appended to
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "target_length", len(self.queue.target.rstrip("/")))
-
-    def matches(self, path: str, host: str) -> bool:
-        if self.settings.host is not None and host != self.settings.host:
-            return False
-        prefix = self.prefix
-        return not prefix or path == prefix or path.startswith(prefix + "/")
 
 
 class Ingress:
-    """ASGI app that turns every HTTP request into a durable task on its route's queue."""
+    """Turns every HTTP request into a durable task on its route's queue (see the module
+    docstring for the two steps)."""
 
     def __init__(self, settings: Settings, engine: Engine, metrics: Metrics) -> None:
         self.engine = engine
@@ -137,63 +89,16 @@ class Ingress:
         self.max_body = settings.limits.max_body_bytes
         self.max_headers = settings.limits.max_header_bytes
         self.max_header_count = settings.limits.max_header_count
-        self.routes = [
-            _Route(
-                route,
-                settings.queue(route.queue),
-                route.prefix.rstrip("/"),
-                settings.route_api_keys(route),
-            )
-            for route in settings.effective_routes
-        ]
-        self._host_routes = any(route.settings.host is not None for route in self.routes)
+        self.router = Router(settings)
         self.access_log = settings.server.access_log
         self.trusted_proxies = TrustedProxies(settings.server.trusted_proxies)
         self._enqueue_seconds = metrics.enqueue_seconds.labels(engine.name)
         self._answered: dict[tuple[str, int], Any] = {}  # (queue, status) -> counter child
         self._in_flight = 0
         metrics.requests_in_flight.set_function(lambda: self._in_flight)
-        submit = getattr(engine, "enqueue_nowait", None)
-        self._submit: Callable[[Envelope], asyncio.Future[EnqueueResult]] = (
-            submit if submit is not None else lambda env: asyncio.ensure_future(engine.enqueue(env))
-        )
+        self._submit = engine.enqueue_nowait
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        started = time.perf_counter()
-        self._in_flight += 1
-        queue_name = "-"
-        info: dict[str, object] = {}
-        body_read = False
-        try:
-            head = _read_head(scope)
-            route = self._route(scope["path"], head.host)
-            queue_name = route.queue.name
-            pending = self._begin(scope, head, route, info)
-            body = await self._receive_body(receive, pending)
-            body_read = True
-            envelope = self._envelope(pending, body)
-            enqueued = time.perf_counter()
-            result = await self.engine.enqueue(envelope)
-            status, headers, payload = self._accepted(pending, envelope, result, enqueued)
-        except Exception as exc:
-            if not isinstance(exc, ProxyError):
-                logger.exception("handling a request failed")
-                exc = _FAILED
-            status, headers, payload = self._refused(exc, info)
-            if not body_read and declares_body(scope["headers"]):
-                # Refused before its body was read (too large, too slow, bad headers): close
-                # the connection rather than read on, or a client dripping the rest of the
-                # body would hold it open with no deadline.
-                headers.append((b"connection", b"close"))
-        finally:
-            self._in_flight -= 1
-        self._record(scope, queue_name, status, started, info)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
-
-    # ------------------------------------------------------------ for http/ingress_protocol.py
+    # ------------------------------------------------------------ the two steps
 
     def start(self, scope: Scope) -> Pending | Answer:
         """The verdict on a request's head: :class:`Pending` when it is accepted, else the
@@ -202,11 +107,14 @@ class Ingress:
         info: dict[str, object] = {}
         queue_name = "-"
         try:
-            head = _read_head(scope)
-            route = self._route(scope["path"], head.host)
+            head = read_head(scope)
+            route = self.router.route(scope["path"], head.host)
             queue_name = route.queue.name
             return self._begin(scope, head, route, info)
-        except ProxyError as exc:
+        except Exception as exc:
+            if not isinstance(exc, ProxyError):
+                logger.exception("handling a request failed")
+                exc = _FAILED
             answer = self._refused(exc, info)
             self._record(scope, queue_name, answer[0], started, info)
             return answer
@@ -224,8 +132,11 @@ class Ingress:
         try:
             envelope = self._envelope(pending, body)
             future = self._submit(envelope)
-        except ProxyError as exc:
+        except Exception as exc:
             self._in_flight -= 1
+            if not isinstance(exc, ProxyError):
+                logger.exception("enqueue failed")
+                exc = _FAILED
             respond(*self.refuse(pending, exc))
             return
         enqueued = time.perf_counter()
@@ -250,7 +161,7 @@ class Ingress:
 
     # ------------------------------------------------------------ the steps of a request
 
-    def _begin(self, scope: Scope, head: _Head, route: _Route, info: dict[str, object]) -> Pending:
+    def _begin(self, scope: Scope, head: Head, route: Route, info: dict[str, object]) -> Pending:
         """What the head decides: method, ids, schedule, delivery path and headers, and
         whether the declared body is within the limit."""
         started = time.perf_counter()
@@ -268,7 +179,7 @@ class Ingress:
                 "POST, GET, HEAD, PUT, DELETE, PATCH, OPTIONS."
             )
         length = head.content_length
-        content_length = _content_length(length) if length is not None else None
+        content_length = parse_content_length(length) if length is not None else None
         if head.upgrade and (head.chunked or content_length):
             # The HTTP parser hands what follows an Upgrade request's head to the new
             # protocol, so its body would be lost: refuse rather than deliver it empty.
@@ -292,18 +203,9 @@ class Ingress:
             drop, schedule_time, key = _NOTHING, None, None
             task_id, request_id = fresh[:32], fresh[32:]
         info["request_id"] = request_id
-        path = self._delivery_path(scope, route)
-        query = ""
-        raw_query = scope.get("query_string")
-        if raw_query:
-            query = raw_query.decode("latin-1")
-            if _UNSAFE_QUERY.search(query) is not None:
-                query = _UNSAFE_QUERY.sub(_percent_encode, query)
-        # The length of delivery.target_url(): target + path [+ "?" + query].
-        if route.target_length + len(path) + (len(query) + 1 if query else 0) > MAX_URL_LENGTH:
-            raise UriTooLongError(
-                f"The delivery URL would be longer than {MAX_URL_LENGTH} characters."
-            )
+        path = delivery_path(scope, route)
+        query = delivery_query(scope)
+        check_url_length(route, path, query)
         forwarded = self._headers(scope, route, head, request_id, drop)
         if content_length is not None and content_length > self.max_body:
             raise BodyTooLargeError(too_large(self.max_body))
@@ -322,18 +224,6 @@ class Ingress:
             started,
             info,
         )
-
-    async def _receive_body(self, receive: Receive, pending: Pending) -> bytes:
-        # The body deadline (limits.body_timeout) is enforced by the HTTP protocol
-        # (proxy/http/admin_protocol.py's guard): a late body is answered 408 there and
-        # reaches us as a disconnect, which costs nothing per request here.
-        message = await receive()
-        if message["type"] == "http.request" and not message.get("more_body", False):
-            body: bytes = message.get("body", b"")  # the whole body in one message: usual
-            if len(body) > self.max_body:
-                raise BodyTooLargeError(too_large(self.max_body))
-            return body
-        return await self._read_body(receive, message)
 
     def _envelope(self, pending: Pending, body: bytes) -> Envelope:
         method = pending.method
@@ -421,14 +311,7 @@ class Ingress:
     def _record_pending(self, pending: Pending, status: int) -> None:
         self._record(pending.scope, pending.route.queue.name, status, pending.started, pending.info)
 
-    def _route(self, path: str, host: str | None) -> _Route:
-        name = host.lower().rsplit(":", 1)[0] if host and self._host_routes else ""
-        for route in self.routes:
-            if route.matches(path, name):
-                return route
-        raise AssertionError("the catch-all route always matches")  # pragma: no cover
-
-    def _authenticate(self, route: _Route, control: dict[str, str]) -> frozenset[str]:
+    def _authenticate(self, route: Route, control: dict[str, str]) -> frozenset[str]:
         """Check the route's API key; return the credential headers never to deliver."""
         if not route.api_keys:
             return frozenset()
@@ -443,30 +326,11 @@ class Ingress:
             )
         return frozenset(drop)
 
-    def _delivery_path(self, scope: Scope, route: _Route) -> str:
-        raw = scope.get("raw_path")
-        path = raw.decode("latin-1") if raw else quote(scope["path"], safe=_PATH_SAFE)
-        if not path.startswith("/"):
-            raise BadRequestError(
-                "The request target must be a path starting with '/'.", code="invalid_target"
-            )
-        if _UNSAFE_PATH.search(path) is not None:
-            path = _UNSAFE_PATH.sub(_percent_encode, path)
-        if ("." in path or "%2" in path) and _has_dot_segment(path):
-            raise BadRequestError(
-                "The path may not contain '.' or '..' segments.", code="invalid_path"
-            )
-        if route.settings.strip_prefix and route.prefix:
-            path = path[len(route.prefix) :] or "/"
-            if not path.startswith("/"):
-                path = "/" + path
-        return path
-
     def _headers(
         self,
         scope: Scope,
-        route: _Route,
-        head: _Head,
+        route: Route,
+        head: Head,
         request_id: str,
         drop: frozenset[str],
     ) -> list[tuple[str, str]]:
@@ -501,55 +365,12 @@ class Ingress:
             )
         return forwarded
 
-    async def _read_body(self, receive: Receive, message: Message) -> bytes:
-        """The body of which ``message`` is the first part."""
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            if message["type"] == "http.disconnect":
-                raise BadRequestError(
-                    "The client disconnected before the body was complete.", code="disconnected"
-                )
-            chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > self.max_body:
-                    raise BodyTooLargeError(too_large(self.max_body))
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-            message = await receive()
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def declares_body(raw_headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether the request says a body follows (Content-Length above 0 or chunked)."""
-    for name, value in raw_headers:
-        if name == b"transfer-encoding" or (name == b"content-length" and value.strip(b"0")):
-            return True
-    return False
-
-
-def _has_dot_segment(path: str) -> bool:
-    """Whether a segment is ``.`` or ``..`` (also percent-encoded, between backslashes or
-    encoded slashes, which some servers treat as ``/``, or followed by ``;`` parameters,
-    which Java servers strip: ``/..;/``): such a path could climb out of the target's base
-    path once a client or server normalises it."""
-    text = path.lower().replace("%2e", ".").replace("%2f", "/").replace("%5c", "/")
-    text = text.replace("%3b", ";")
-    return any(segment.split(";", 1)[0] in (".", "..") for segment in text.split("/"))
-
-
-def _percent_encode(match: re.Match[str]) -> str:
-    """``%XX`` for a character a URL may not carry as it is (the request's own byte)."""
-    return "".join(f"%{byte:02X}" for byte in match.group().encode("latin-1"))
-
 
 class Pending(NamedTuple):
     """A request whose head the ingress accepted: all it needs but the body."""
 
     scope: Scope
-    route: _Route
+    route: Route
     method: str
     task_id: str
     request_id: str
@@ -561,119 +382,6 @@ class Pending(NamedTuple):
     now: float  # Unix time received
     started: float  # perf_counter() at the start
     info: dict[str, object]  # for the request log
-
-
-class _Head(NamedTuple):
-    """What the ingress reads from the request headers."""
-
-    host: str | None
-    control: dict[str, str]  # control and credential headers by (lower-case) name
-    content_length: bytes | None
-    upgrade: bool
-    chunked: bool
-    forwarded_for: str | None  # believed only from a trusted proxy
-    forwarded_proto: str | None
-
-
-def _read_head(scope: Scope) -> _Head:
-    """The headers the ingress reads, in one pass over them.
-
-    Raises :class:`BadRequestError` (``invalid_host``) for what RFC 9112 says a server must
-    refuse with 400: an HTTP/1.1 request without Host, several Host headers, or a value
-    that is not ``host[:port]``; and :class:`TransferCodingError` (501) for a transfer
-    coding other than ``chunked`` alone. The host (the ``authority`` of an absolute-form
-    target, when the HTTP protocol puts one in the scope) is delivered as
-    ``X-Forwarded-Host``.
-    """
-    control: dict[str, str] = {}
-    found: bytes | None = None
-    length: bytes | None = None
-    upgrade = False
-    codings: bytes | None = None  # of Transfer-Encoding, its fields joined with ","
-    forwarded_for = forwarded_proto = None
-    for name, value in scope["headers"]:
-        kind = _READ.get(name)
-        if kind is None:
-            continue
-        if isinstance(kind, str):
-            control[kind] = value.decode("latin-1")
-        elif kind == _HOST:
-            if found is not None:
-                raise BadRequestError("Send one Host header, not several.", code="invalid_host")
-            found = value
-        elif kind == _CONTENT_LENGTH:
-            # Several are refused as not a whole number ("5,5"), as RFC 9112 allows.
-            length = value if length is None else length + b"," + value
-        elif kind == _UPGRADE:
-            upgrade = True
-        elif kind == _TRANSFER_ENCODING:
-            codings = value if codings is None else codings + b"," + value
-        elif kind == _FORWARDED_FOR:
-            hops = value.decode("latin-1")
-            forwarded_for = hops if forwarded_for is None else f"{forwarded_for}, {hops}"
-        else:
-            forwarded_proto = value.decode("latin-1")
-    chunked = False
-    if codings is not None:
-        _check_codings(codings, scope)
-        chunked = True
-    host = _host_value(found, scope)
-    authority = scope.get("authority")  # of an absolute-form target: stands for Host
-    if authority is not None:
-        host = _host_value(authority, scope)
-    return _Head(host, control, length, upgrade, chunked, forwarded_for, forwarded_proto)
-
-
-def _check_codings(codings: bytes, scope: Scope) -> None:
-    """Refuse transfer codings other than ``chunked`` alone: 400 when chunked is not the
-    last (the body's length cannot be known, RFC 9112 §6.3), else 501 (RFC 9112 §6.1):
-    the parser removes only the chunked coding, so the backend would get a body still
-    encoded (gzip, say) under the client's Content-Type. Any coding on HTTP/1.0 is 400."""
-    if scope.get("http_version") == "1.0":
-        # RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding is faulty framing.
-        raise BadRequestError(
-            "An HTTP/1.0 request cannot use Transfer-Encoding; use HTTP/1.1 or Content-Length.",
-            code="transfer_encoding_in_http10",
-        )
-    if codings.strip().lower() == b"chunked":
-        return
-    names = [name.strip().lower() for name in codings.split(b",")]
-    if names[-1] != b"chunked":
-        raise BadRequestError(
-            "Transfer-Encoding must end with chunked.", code="invalid_transfer_encoding"
-        )
-    raise TransferCodingError(
-        "Only 'Transfer-Encoding: chunked' is supported; send the body with Content-Length "
-        "or chunked alone."
-    )
-
-
-def _host_value(found: bytes | None, scope: Scope) -> str | None:
-    """The request's Host (``None`` when an HTTP/1.0 request has none)."""
-    if found is None:
-        if scope.get("http_version", "1.1") == "1.0":
-            return None
-        raise BadRequestError("An HTTP/1.1 request needs a Host header.", code="invalid_host")
-    host = _GOOD_HOSTS.get(found)
-    if host is None:
-        if _HOST_RE.fullmatch(found) is None:
-            raise BadRequestError("The Host header is not a host[:port].", code="invalid_host")
-        host = found.decode("ascii")
-        if len(_GOOD_HOSTS) < _GOOD_HOSTS_MAX:
-            _GOOD_HOSTS[found] = host
-    return host
-
-
-def _content_length(value: bytes) -> int:
-    try:
-        length = int(value)
-    except ValueError:
-        length = -1
-    if length < 0:
-        raise BadRequestError(
-            "Content-Length is not a whole number.", code="invalid_content_length"
-        )
-    return length
 
 
 def too_large(limit: int) -> str:

@@ -8,7 +8,7 @@ from openapi_spec_validator import validate
 from starlette.routing import Route
 
 from proxy.admin.openapi import admin_openapi
-from proxy.admin.routes import create_admin_app
+from proxy.admin.routes import build_admin_app
 from proxy.app import create_app
 from proxy.config.loading import settings_from_dict
 from tests.support.engines import RecordingEngine
@@ -23,7 +23,7 @@ def test_document_is_valid_openapi() -> None:
 
 def test_every_route_is_documented_and_every_documented_path_served() -> None:
     """Paths and methods in the document are exactly the admin app's routes."""
-    app = create_admin_app(create_app(SETTINGS, engine=RecordingEngine()).state.runtime)
+    app = build_admin_app(create_app(SETTINGS, engine=RecordingEngine()).state.runtime)
     served = set()
     for route in app.routes:
         assert isinstance(route, Route)

@@ -1,11 +1,12 @@
-"""The ingress as a plain ASGI app (``Ingress.__call__``), served by uvicorn's own HTTP
-protocol as any ASGI server would serve it. ``ingest-proxy serve`` uses
-proxy/http/ingress_protocol.py instead (tests/http/test_ingress_protocol.py); both paths
-are built from the same ingress steps, and these tests check that the ASGI one answers
+"""The ingress as a plain ASGI app (``AsgiIngress``, proxy/ingress/asgi.py), served by
+uvicorn's own HTTP protocol as any ASGI server would serve it. ``ingest-proxy serve``
+uses proxy/http/ingress_protocol.py instead (tests/http/test_ingress_protocol.py); both
+are built from the same pipeline steps, and these tests check that the ASGI one answers
 the same way."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import Iterator
@@ -38,6 +39,9 @@ class BuggyEngine(RecordingEngine):
         if self.bug is not None:
             raise self.bug
         return await super().enqueue(envelope)
+
+    def enqueue_nowait(self, envelope: Envelope) -> asyncio.Future[EnqueueResult]:
+        return asyncio.ensure_future(self.enqueue(envelope))
 
 
 @pytest.fixture

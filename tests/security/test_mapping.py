@@ -25,6 +25,7 @@ from proxy.engines.cloudtasks.request import create_task_message, queue_targets
 from proxy.engines.delivery import BODY_METHODS, build_request, cloud_tasks_headers, target_url
 from proxy.envelope import Envelope
 from proxy.errors import BadRequestError
+from proxy.ingress.asgi import AsgiIngress
 from proxy.ingress.headers import ALWAYS_DROPPED, HOP_BY_HOP, RESERVED_PREFIXES, filter_headers
 from proxy.ingress.pipeline import ALLOWED_METHODS, Ingress
 from proxy.metrics import Metrics
@@ -112,7 +113,7 @@ def ingest(
 ) -> tuple[int, bytes, RecordingEngine]:
     """Run one request through the ingress; its status, body and the engine."""
     engine = RecordingEngine()
-    app = Ingress(settings, engine, Metrics())
+    app = AsgiIngress(Ingress(settings, engine, Metrics()))
     scope = {
         "type": "http",
         "http_version": "1.1",

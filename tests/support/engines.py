@@ -6,6 +6,7 @@ on end to end is tested with the real engines elsewhere.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from proxy.envelope import EnqueueResult, Envelope
@@ -35,6 +36,9 @@ class RecordingEngine:
         if not duplicate:
             self.envelopes.append(envelope)
         return EnqueueResult(envelope.id, envelope.queue, duplicate=duplicate)
+
+    def enqueue_nowait(self, envelope: Envelope) -> asyncio.Future[EnqueueResult]:
+        return asyncio.ensure_future(self.enqueue(envelope))
 
     async def check_ready(self) -> None:
         if self.fail_with is not None:

@@ -175,6 +175,10 @@ class CloudTasksEngine(CloudTasksAdmin):
             raise self._gave_up(exc.error, target) from None
         return result
 
+    def enqueue_nowait(self, envelope: Envelope) -> asyncio.Future[EnqueueResult]:
+        """:meth:`enqueue` as a task on the running loop (a CreateTask is a coroutine)."""
+        return asyncio.get_running_loop().create_task(self.enqueue(envelope))
+
     async def _create(
         self,
         create_task: grpc.aio.UnaryUnaryMultiCallable[Any, bytes],

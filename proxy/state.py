@@ -10,7 +10,7 @@ from proxy.metrics import Metrics
 
 
 @dataclass
-class Runtime:
+class ProxyState:
     """What the ingress and admin listeners share. ``started`` is set once the engine is up;
     ``draining`` once shutdown began (readiness then fails so traffic moves elsewhere)."""
 
