@@ -53,3 +53,17 @@ def test_metric_table_matches_the_code() -> None:
         suffix = "_total" if metric.type == "counter" else ""
         defined.add(metric.name + suffix)
     assert documented == defined
+
+
+def test_the_map_of_the_code_matches_the_tree() -> None:
+    """The README's map (under Development) names every package of proxy/, and every
+    module it names exists."""
+    block = README.split("## Development", 1)[1].split("```", 2)[1]
+    package = Path(__file__).resolve().parents[1] / "proxy"
+    packages = {p.parent.name for p in package.rglob("__init__.py") if p.parent != package}
+    named = set(re.findall(r"([a-z_]+)/", block))
+    assert packages <= named, f"packages missing from the map: {sorted(packages - named)}"
+    modules = {p.name for p in package.rglob("*.py")}
+    mentioned = set(re.findall(r"\b([a-z_0-9]+\.py)\b", block))
+    assert mentioned <= modules, f"the map names modules that do not exist: {mentioned - modules}"
+    assert len(mentioned) > 30
