@@ -28,7 +28,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from proxy.admin.routes import create_admin_app
+from proxy.admin.routes import build_admin_app
 from proxy.cli.main import _parser, settings_from_args
 from proxy.config.durations import parse_duration
 from proxy.config.loading import ENV_PREFIX, FLAG_NAMES, settings_from_dict
@@ -51,7 +51,7 @@ def admin_paths() -> set[str]:
     """Paths the admin listener serves (building its routes needs no engine)."""
     settings = settings_from_dict({"queues": [{"name": "q", "target": "http://backend.example"}]})
     runtime = SimpleNamespace(settings=settings, engine=None, started=False, draining=False)
-    app = create_admin_app(runtime)  # type: ignore[arg-type]
+    app = build_admin_app(runtime)  # type: ignore[arg-type]
     return {route.path for route in app.routes}  # type: ignore[attr-defined]
 
 
