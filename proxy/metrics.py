@@ -69,7 +69,8 @@ class Metrics:
         # delivery (embedded engine), counted on the dispatchers' event loop
         self.dispatches = LoopCounter(
             "ingest_proxy_dispatches",
-            "Delivery attempts by queue and outcome class (2xx, 3xx, 4xx, 5xx, error, timeout).",
+            "Delivery attempts by queue and outcome class (2xx, 3xx, 4xx, 5xx, error, timeout,"
+            " auth).",
             ["queue", "status_class"],
             registry=r,
         )

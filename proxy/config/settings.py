@@ -65,6 +65,7 @@ class QueueSettings:
     retry: RetrySettings = field(default_factory=RetrySettings)
     audience: str | None = None
     service_account_email: str | None = None
+    auth: str | None = None  # "oidc" or "none"; unset: "oidc" when service_account_email is
     max_backlog_tasks: int | None = None
     max_backlog_bytes: int | None = None
 
@@ -72,6 +73,16 @@ class QueueSettings:
     def effective_burst(self) -> int:
         """The configured burst, or the one Cloud Tasks would derive from the rate."""
         return self.burst if self.burst is not None else default_burst(self.rate)
+
+    @property
+    def oidc(self) -> bool:
+        """Whether each delivery carries a Google-signed ID token."""
+        return self.auth == "oidc" or (self.auth is None and bool(self.service_account_email))
+
+    @property
+    def oidc_audience(self) -> str:
+        """The ID token's ``aud``: the queue's ``audience``, else the target's origin."""
+        return self.audience or self.target_origin
 
     @property
     def target_origin(self) -> str:
@@ -263,6 +274,8 @@ def _validate_queue(key: str, queue: QueueSettings) -> None:
         raise ConfigError(f"{key}.concurrency", f"must be between 1 and {MAX_CONCURRENCY}")
     if not MIN_DISPATCH_DEADLINE <= queue.dispatch_deadline <= MAX_DISPATCH_DEADLINE:
         raise ConfigError(f"{key}.dispatch_deadline", "must be between 15s and 30m")
+    if queue.auth not in (None, "none", "oidc"):
+        raise ConfigError(f"{key}.auth", "must be oidc or none")
     for name in ("max_backlog_tasks", "max_backlog_bytes"):
         value = getattr(queue, name)
         if value is not None and value < 1:

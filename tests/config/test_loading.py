@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -271,3 +272,23 @@ def test_max_header_count_defaults_to_a_hundred() -> None:
     """limits.max_header_count is 100 unless configured (Apache's and Envoy's default)."""
     settings = settings_from_dict({"queues": [{"name": "q", "target": TARGET}]})
     assert settings.limits.max_header_count == 100
+
+
+def test_a_queue_sends_id_tokens_when_it_names_an_identity_or_asks_for_them() -> None:
+    """``service_account_email`` alone turns OIDC on; ``auth = "none"`` turns it off;
+    ``auth = "oidc"`` alone uses the proxy's own identity. The audience defaults to the
+    target's origin."""
+
+    def queue(**extra: object) -> Any:
+        return settings_from_dict({"queues": [{"name": "q", "target": TARGET + "/x", **extra}]})
+
+    email = "invoker@p.iam.gserviceaccount.com"
+    assert queue(service_account_email=email).queues[0].oidc
+    assert not queue(service_account_email=email, auth="none").queues[0].oidc
+    assert queue(auth="oidc").queues[0].oidc
+    assert not queue().queues[0].oidc
+    assert queue(auth="oidc").queues[0].oidc_audience == TARGET
+    assert queue(auth="oidc", audience="https://a").queues[0].oidc_audience == "https://a"
+    with pytest.raises(ConfigError) as caught:
+        queue(auth="oauth")
+    assert caught.value.key == "queues[0].auth"

@@ -37,6 +37,7 @@ from itertools import chain
 
 from proxy.config.settings import QueueSettings
 from proxy.engines.delivery import OutgoingRequest, build_request, cloud_tasks_headers
+from proxy.engines.id_tokens import IdTokens, TokenError
 from proxy.engines.local import attempt
 from proxy.engines.local.bucket import Throttle, TokenBucket
 from proxy.engines.local.clock import Clock
@@ -86,8 +87,10 @@ class Dispatcher:
         clock: Clock,
         metrics: Metrics,
         on_done: Callable[[int, bool], None] = lambda size, dead: None,
+        id_tokens: IdTokens | None = None,
     ) -> None:
         self.queue = queue
+        self.id_tokens = id_tokens
         self.store = store
         self.sender = sender
         self.clock = clock
@@ -109,7 +112,7 @@ class Dispatcher:
         name = queue.name
         self._dispatches = {
             kind: metrics.dispatches.labels(name, kind)
-            for kind in ("2xx", "3xx", "4xx", "5xx", "error", "timeout")
+            for kind in ("2xx", "3xx", "4xx", "5xx", "error", "timeout", "auth")
         }
         self._delivery_seconds = metrics.delivery_seconds.labels(name)
         self._task_attempts = metrics.task_attempts.labels(name)
@@ -266,7 +269,11 @@ class Dispatcher:
     async def _attempt(self, task: LeasedTask) -> bool | None:
         """One attempt of ``task`` and its record; True when it completed the task,
         ``None`` when the task was gone before the attempt."""
-        prepared = await self.prepare(task)
+        started = self.clock.time()
+        try:
+            prepared = await self.prepare(task)
+        except TokenError as exc:  # nothing was sent: a failed attempt all the same
+            return await self.conclude(task, attempt.Outcome(None, "auth", str(exc)), started, 0.0)
         if prepared is None:
             return None
         request, deadline = prepared
@@ -296,6 +303,10 @@ class Dispatcher:
                 previous_response=previous,
             )
         )
+        if self.id_tokens is not None:
+            # Cloud Tasks puts its token in Authorization, whatever the task carried.
+            request.headers.pop("authorization", None)
+            request.headers["authorization"] = "Bearer " + await self.id_tokens.token()
         return request, queue.dispatch_deadline
 
     async def record_success(self, task: LeasedTask) -> None:
@@ -332,6 +343,14 @@ class Dispatcher:
         outcome = await self.sender.send(request, deadline=deadline, now=started)
         latency = self.clock.monotonic() - started_mono
         self._delivery_seconds.observe(latency)
+        return await self.conclude(task, outcome, started, latency)
+
+    async def conclude(
+        self, task: LeasedTask, outcome: attempt.Outcome, started: float, latency: float
+    ) -> bool:
+        """Count and log the attempt of ``task`` that started at ``started`` (Unix seconds)
+        and ended as ``outcome`` after ``latency`` seconds, and record what
+        :func:`~proxy.engines.retry.decide` makes of it; True when the task is done."""
         self._dispatches[outcome.kind].inc()
         attempts = task.attempts + 1
         now = self.clock.time()

@@ -11,6 +11,7 @@ import ssl
 from proxy.config.settings import QueueSettings, Settings
 from proxy.engines.admin import QueueInfo
 from proxy.engines.http_client import ConnectionPool, tls_context
+from proxy.engines.id_tokens import IdTokens
 from proxy.engines.local.admin import LocalAdmin
 from proxy.engines.local.attempt import PoolSender, Sender
 from proxy.engines.local.clock import Clock, SystemClock
@@ -105,6 +106,7 @@ class LocalEngine(LocalAdmin):
         self._closing = False
         self._started = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._id_tokens: dict[tuple[str, str | None], IdTokens] = {}  # (audience, identity)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -187,6 +189,12 @@ class LocalEngine(LocalAdmin):
             if dead:
                 backlog.dead += 1
 
+        tokens = None
+        if queue.oidc:
+            key = (queue.oidc_audience, queue.service_account_email)
+            tokens = self._id_tokens.get(key)
+            if tokens is None:
+                tokens = self._id_tokens[key] = IdTokens(*key, clock=self.clock.time)
         return Dispatcher(
             queue,
             store=self.store,
@@ -194,6 +202,7 @@ class LocalEngine(LocalAdmin):
             clock=self.clock,
             metrics=self.metrics,
             on_done=done,
+            id_tokens=tokens,
         )
 
     async def aclose(self) -> None:

@@ -1,0 +1,175 @@
+"""Deliveries to a private backend carry a Google-signed ID token: ``ingest-proxy serve``
+(a real process) gets it with google-auth from a metadata server (a local stand-in of
+GKE's, tests/support/google_identity.py, as ``GCE_METADATA_HOST``), and the recording
+backend verifies every request's ``Authorization: Bearer`` with google-auth, as a private
+Cloud Run service does, answering 401 when it does not verify."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import google.auth.transport.requests
+import httpx
+import pytest
+from google.oauth2 import id_token
+
+from tests.support.backend import Received, RecordingBackend, run_backend
+from tests.support.google_identity import EMAIL, IdentityServer, run_identity_server
+from tests.support.servers import free_port, wait_for
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+class Verifier:
+    """The backend's check of each request; ``verdicts`` holds (task id, valid)."""
+
+    def __init__(self, identity: IdentityServer) -> None:
+        self.identity = identity
+        self.audience = ""
+        self.verdicts: list[tuple[str, bool]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, request: Received) -> int:
+        valid = False
+        header = request.header("authorization") or ""
+        if header.startswith("Bearer "):
+            try:
+                claims = id_token.verify_token(
+                    header.removeprefix("Bearer "),
+                    google.auth.transport.requests.Request(),
+                    audience=self.audience,
+                    certs_url=f"{self.identity.url}/certs",
+                )
+                valid = claims.get("email") == EMAIL
+            except ValueError:
+                valid = False
+        with self._lock:
+            self.verdicts.append((request.header("x-cloudtasks-taskname") or "", valid))
+        return 200 if valid else 401
+
+
+@pytest.fixture
+def identity() -> Iterator[IdentityServer]:
+    with run_identity_server(IdentityServer(lifetime=3.0)) as server:
+        yield server
+
+
+@pytest.fixture
+def verifier(identity: IdentityServer) -> Verifier:
+    return Verifier(identity)
+
+
+@pytest.fixture
+def backend(verifier: Verifier) -> Iterator[RecordingBackend]:
+    with run_backend(RecordingBackend(responder=verifier)) as backend:
+        verifier.audience = backend.url  # the target's origin: the default audience
+        yield backend
+
+
+@pytest.fixture
+def proxy(
+    tmp_path: Path, identity: IdentityServer, backend: RecordingBackend
+) -> Iterator[tuple[str, str, Path]]:
+    """The proxy with one queue at 5/s that sends ID tokens as EMAIL; its ingress and
+    admin URLs and its log file."""
+    port, admin = free_port(), free_port()
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        f'[[queues]]\nname = "private"\ntarget = "{backend.url}"\nrate = 5\n'
+        f'service_account_email = "{EMAIL}"\n'
+        f'[queues.retry]\nmin_backoff = "100ms"\nmax_backoff = "1s"\n'
+        f'[local]\ndb = "{tmp_path / "tasks.db"}"\n'
+        f"[server]\nport = {port}\nadmin_port = {admin}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_PROXY_")}
+    env.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
+    env["GCE_METADATA_HOST"] = env["GCE_METADATA_IP"] = identity.host
+    log = tmp_path / "proxy.log"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "serve", "--config", str(config)],
+            cwd=ROOT,
+            env=env,
+            stderr=stderr,
+        )
+        url, admin_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
+        try:
+            wait_for(lambda: _up(admin_url, process), timeout=30, interval=0.1)
+            yield url, admin_url, log
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def _up(admin_url: str, process: subprocess.Popen[bytes]) -> bool:
+    assert process.poll() is None, "the proxy exited during start-up"
+    try:
+        return httpx.get(admin_url + "/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _send(url: str, count: int) -> list[str]:
+    ids = []
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for i in range(count):
+            answer = client.post(f"/orders/{i}", content=b'{"n": 1}')
+            assert answer.status_code == 202
+            ids.append(answer.json()["task"])
+    return ids
+
+
+def _delivered(verifier: Verifier, ids: list[str]) -> bool:
+    done = {task for task, valid in verifier.verdicts if valid}
+    return done >= set(ids)
+
+
+def test_every_delivery_carries_a_token_that_verifies_fetched_once_per_lifetime(
+    proxy: tuple[str, str, Path], identity: IdentityServer, verifier: Verifier
+) -> None:
+    """30 tasks at 5/s (6 s, two 3 s token lifetimes and more): every request the
+    backend got verified (signature, aud, exp, email), none was refused, and the metadata
+    server minted a handful of tokens, not one per delivery. No token is in the log or
+    the metrics."""
+    url, admin_url, log = proxy
+    ids = _send(url, 30)
+    wait_for(lambda: _delivered(verifier, ids), timeout=60, message="not all delivered")
+    assert all(valid for _, valid in verifier.verdicts)
+    assert len(verifier.verdicts) == 30
+    assert 2 <= identity.fetches["metadata"] <= 8
+    metrics = httpx.get(admin_url + "/metrics", timeout=10).text
+    text = log.read_text() + metrics
+    assert identity.minted
+    assert not any(token in text for token in identity.minted)
+    assert not any(token.split(".")[2] in text for token in identity.minted)  # signatures
+
+
+def test_without_a_metadata_server_attempts_fail_as_auth_and_none_goes_without(
+    proxy: tuple[str, str, Path], identity: IdentityServer, verifier: Verifier
+) -> None:
+    """While the metadata server answers 503, attempts fail with outcome ``auth`` (counted)
+    and nothing reaches the backend; once it is back, every task is delivered, each with
+    a token that verifies."""
+    url, admin_url, _ = proxy
+    identity.down = True
+    ids = _send(url, 5)
+
+    def auth_failures() -> float:
+        metrics = httpx.get(admin_url + "/metrics", timeout=10).text
+        lines = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("ingest_proxy_dispatches_total{") and 'status_class="auth"' in line
+        ]
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+    wait_for(lambda: auth_failures() >= 5, timeout=30, message="no auth failures counted")
+    assert verifier.verdicts == []
+    identity.down = False
+    wait_for(lambda: _delivered(verifier, ids), timeout=60, message="not delivered after")
+    assert all(valid for _, valid in verifier.verdicts)

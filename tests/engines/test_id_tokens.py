@@ -1,0 +1,120 @@
+"""ID tokens for private backends (proxy/engines/id_tokens.py), from the real google-auth
+against a local stand-in of Google's token endpoint (tests/support/google_identity.py;
+Google's own cannot run here): a service-account key file whose ``token_uri`` is local."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import google.auth.transport.requests
+import pytest
+from google.oauth2 import id_token
+
+from proxy.engines import id_tokens
+from proxy.engines.id_tokens import IdTokens, TokenError
+from tests.support.google_identity import EMAIL, IdentityServer, run_identity_server
+
+AUDIENCE = "https://backend.example.run.app"
+
+
+@pytest.fixture
+def identity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[IdentityServer]:
+    with run_identity_server() as server:
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(server.key_file(tmp_path)))
+        yield server
+
+
+def _verify(server: IdentityServer, token: str) -> dict[str, object]:
+    """What a backend does: google-auth checks the signature, ``aud`` and ``exp``."""
+    claims: dict[str, object] = id_token.verify_token(
+        token,
+        google.auth.transport.requests.Request(),
+        audience=AUDIENCE,
+        certs_url=f"{server.url}/certs",
+    )
+    return claims
+
+
+def test_a_key_file_token_verifies_and_is_fetched_once(identity: IdentityServer) -> None:
+    """The token is google-auth's from the key file's token_uri: signed, for the audience,
+    naming the identity; asked for again, it comes from the cache."""
+
+    async def main() -> list[str]:
+        tokens = IdTokens(AUDIENCE)
+        return [await tokens.token(), await tokens.token()]
+
+    first, second = asyncio.run(main())
+    assert first == second
+    claims = _verify(identity, first)
+    assert (claims["aud"], claims["email"]) == (AUDIENCE, EMAIL)
+    assert identity.fetches["token_uri"] == 1
+
+
+def test_callers_at_once_share_one_fetch(identity: IdentityServer) -> None:
+    """Twenty attempts that need a token at the same moment cause one fetch."""
+
+    async def main() -> set[str]:
+        tokens = IdTokens(AUDIENCE)
+        return set(await asyncio.gather(*(tokens.token() for _ in range(20))))
+
+    assert len(asyncio.run(main())) == 1
+    assert identity.fetches["token_uri"] == 1
+
+
+def test_a_short_lived_token_is_replaced_once_per_lifetime(identity: IdentityServer) -> None:
+    """With 3 s tokens (``exp`` in whole seconds: 2 to 3 s left when fetched), calls every
+    50 ms for 5 s each get a valid token, and the endpoint is asked about once per
+    lifetime (a quarter of it ahead), not once per call."""
+    identity.lifetime = 3.0
+
+    async def main() -> list[str]:
+        tokens = IdTokens(AUDIENCE)
+        seen = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            token = await tokens.token()
+            _verify(identity, token)  # valid when handed out
+            seen.append(token)
+            await asyncio.sleep(0.05)
+        return seen
+
+    seen = asyncio.run(main())
+    assert len(seen) > 50
+    assert 2 <= identity.fetches["token_uri"] <= 6
+    assert len(set(seen)) == identity.fetches["token_uri"]
+
+
+def test_an_endpoint_that_fails_gives_a_token_error_then_recovers(
+    identity: IdentityServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No token while the endpoint answers 503: TokenError, whose text names the audience
+    and holds no token; once it answers again, the next call gets one."""
+    monkeypatch.setattr(id_tokens, "RETRY_FAILED", 0.0)
+    identity.down = True
+
+    async def main() -> tuple[str, str]:
+        tokens = IdTokens(AUDIENCE)
+        with pytest.raises(TokenError) as caught:
+            await tokens.token()
+        identity.down = False
+        return str(caught.value), await tokens.token()
+
+    reason, token = asyncio.run(main())
+    assert AUDIENCE in reason
+    _verify(identity, token)
+    assert not any(minted in reason for minted in identity.minted)
+
+
+def test_a_queue_that_asks_for_another_identity_gets_no_token(identity: IdentityServer) -> None:
+    """The key file is proxy@..., the queue wants other@...: refused, saying both."""
+
+    async def main() -> None:
+        await IdTokens(AUDIENCE, "other@test-project.iam.gserviceaccount.com").token()
+
+    with pytest.raises(TokenError) as caught:
+        asyncio.run(main())
+    assert EMAIL in str(caught.value)
+    assert "other@test-project.iam.gserviceaccount.com" in str(caught.value)
