@@ -142,12 +142,14 @@ class LimitsSettings:
 @dataclass(frozen=True, kw_only=True)
 class LocalSettings:
     """Embedded engine: the SQLite file and its durability; ``delivery_processes`` child
-    processes make the HTTP requests of deliveries (0: the ingress's event loop does)."""
+    processes make the HTTP requests of deliveries (0: the ingress's event loop does);
+    ``iam_credentials_url`` signs ID tokens of another service account (impersonation)."""
 
     db: str = "ingest-proxy.db"
     synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
     dedup_window: float = 3600.0
     delivery_processes: int = 1
+    iam_credentials_url: str = "https://iamcredentials.googleapis.com"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -236,6 +238,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError("limits.body_timeout", "must be between 0.1s and 1h")
     if not 0.1 <= settings.server.header_timeout <= 3600:
         raise ConfigError("server.header_timeout", "must be between 0.1s and 1h")
+    if urlsplit(settings.local.iam_credentials_url).scheme not in ("http", "https"):
+        raise ConfigError("local.iam_credentials_url", "must be an http:// or https:// URL")
     if settings.local.synchronous not in ("FULL", "NORMAL", "EXTRA"):
         raise ConfigError("local.synchronous", "must be FULL, NORMAL or EXTRA")
     if not 0 <= settings.local.delivery_processes <= MAX_DELIVERY_PROCESSES:

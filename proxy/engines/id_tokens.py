@@ -10,8 +10,11 @@ auth's transport blocks), so the ingest path never waits for one and an attempt 
 when none is valid. A token is never logged, counted or put in an error text.
 
 When the queue names a ``service_account_email`` other than the identity the proxy has,
-no token is sent: the attempt fails (outcome ``auth``) with a sentence saying so, rather
-than reach the backend as someone else.
+the token is that account's, signed by IAM Credentials (``generateIdToken``) on the
+proxy's own credentials: the proxy's identity needs the Service Account OpenID Connect
+Identity Token Creator role (``roles/iam.serviceAccountOpenIdTokenCreator``, part of Token
+Creator) on it, as Cloud Tasks needs Service Account User. ``iam_url`` is that API's
+base URL (Google's by default; a local stand-in in tests).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from typing import Any
 
 logger = logging.getLogger("ingest_proxy.auth")
 
+IAM_CREDENTIALS_URL = "https://iamcredentials.googleapis.com"
+CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+OPENID_TOKEN_CREATOR = "roles/iam.serviceAccountOpenIdTokenCreator"  # noqa: S105 - a role name
 REFRESH_AHEAD = 300.0  # seconds before expiry a token is replaced (ID tokens live 1 h)
 RETRY_FAILED = 1.0  # seconds before a failed refresh is tried again (attempts back off)
 
@@ -42,12 +48,16 @@ class IdTokens:
         audience: str,
         service_account_email: str | None = None,
         *,
+        iam_url: str = IAM_CREDENTIALS_URL,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.audience = audience
         self.service_account_email = service_account_email
+        self.iam_url = iam_url.rstrip("/")
         self._clock = clock
         self._credentials: Any = None  # google-auth's, made in the thread on first use
+        self._source: Any = None  # the proxy's own (access-token) credentials
+        self._own_email: str | None = None
         self._token = ""
         self._expires_at = 0.0  # Unix seconds
         self._refresh_at = 0.0
@@ -96,30 +106,70 @@ class IdTokens:
     def _fetch(self) -> tuple[str, float]:
         """A token and its expiry (Unix seconds), from google-auth (blocking)."""
         import google.auth.transport.requests
-        from google.auth import jwt
+
+        request = google.auth.transport.requests.Request()
+        wanted = self.service_account_email
+        if wanted is not None and self._own_email is None:
+            self._own_email = self._identity(request)
+        if wanted is not None and wanted != self._own_email:
+            return self._impersonated(request, wanted)
         from google.oauth2 import id_token
 
-        # Typed aliases of untyped google-auth helpers.
+        # A typed alias of an untyped google-auth helper.
         find: Callable[[str, Any], Any] = id_token.fetch_id_token_credentials
-        decode: Callable[..., dict[str, Any]] = jwt.decode
-        request = google.auth.transport.requests.Request()
         if self._credentials is None:
             self._credentials = find(self.audience, request)
         credentials = self._credentials
         credentials.refresh(request)
         token = str(credentials.token)
-        claims = decode(token, verify=False)  # our own token: its email and expiry
-        wanted = self.service_account_email
+        claims = _claims(token)
         if wanted is not None and claims.get("email") != wanted:
-            raise TokenError(
-                f"the proxy runs as {claims.get('email') or 'an identity without an email'}"
-                f", not as {wanted}; give the proxy that identity (impersonating it is not"
-                " supported by the embedded engine yet)"
-            )
+            raise TokenError(f"the ID token names {claims.get('email')}, not {wanted}")
         expiry = credentials.expiry
         if expiry is not None:
             return token, float(calendar.timegm(expiry.timetuple()))
         return token, float(claims["exp"])
+
+    def _identity(self, request: Any) -> str:
+        """The proxy's own service account (Application Default Credentials)."""
+        import google.auth
+
+        default: Callable[..., tuple[Any, str | None]] = google.auth.default
+        self._source, _ = default(scopes=[CLOUD_PLATFORM], request=request)
+        self._source.refresh(request)
+        email = getattr(self._source, "service_account_email", None)
+        if not email or email == "default":
+            raise TokenError("the proxy's credentials name no service account")
+        return str(email)
+
+    def _impersonated(self, request: Any, account: str) -> tuple[str, float]:
+        """``account``'s ID token from IAM Credentials, signed on the proxy's behalf."""
+        from google.auth.transport import requests as transport
+
+        authorized: Callable[..., Any] = transport.AuthorizedSession  # a typed alias
+        session = authorized(self._source, auth_request=request)
+        url = f"{self.iam_url}/v1/projects/-/serviceAccounts/{account}:generateIdToken"
+        try:
+            answer = session.post(
+                url, json={"audience": self.audience, "includeEmail": True}, timeout=10
+            )
+        finally:
+            session.close()
+        if answer.status_code != 200:
+            raise TokenError(
+                f"IAM Credentials answered {answer.status_code} to signing as {account}: the"
+                f" proxy's identity {self._own_email} needs {OPENID_TOKEN_CREATOR} on it"
+            )
+        token = str(answer.json()["token"])
+        return token, float(_claims(token)["exp"])
+
+
+def _claims(token: str) -> dict[str, Any]:
+    """The claims of our own ID token (its signature is the backend's to check)."""
+    from google.auth import jwt
+
+    decode: Callable[..., dict[str, Any]] = jwt.decode  # a typed alias
+    return decode(token, verify=False)
 
 
 def _describe(exc: BaseException) -> str:

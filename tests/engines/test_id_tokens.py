@@ -108,13 +108,44 @@ def test_an_endpoint_that_fails_gives_a_token_error_then_recovers(
     assert not any(minted in reason for minted in identity.minted)
 
 
-def test_a_queue_that_asks_for_another_identity_gets_no_token(identity: IdentityServer) -> None:
-    """The key file is proxy@..., the queue wants other@...: refused, saying both."""
+OTHER = "invoker@test-project.iam.gserviceaccount.com"
+
+
+def test_another_account_s_token_is_signed_by_iam_credentials(identity: IdentityServer) -> None:
+    """The key file is proxy@..., the queue wants invoker@...: the token is invoker's,
+    from generateIdToken called with the proxy's own access token."""
+    identity.impersonable.add(OTHER)
+
+    async def main() -> str:
+        tokens = IdTokens(AUDIENCE, OTHER, iam_url=identity.url)
+        first = await tokens.token()
+        assert first == await tokens.token()
+        return first
+
+    claims = _verify(identity, asyncio.run(main()))
+    assert claims["email"] == OTHER
+    assert identity.fetches["iam"] == 1
+
+
+def test_the_same_account_as_the_proxy_s_needs_no_iam(identity: IdentityServer) -> None:
+    """Naming the proxy's own account takes its own token, without IAM Credentials."""
+
+    async def main() -> str:
+        return await IdTokens(AUDIENCE, EMAIL, iam_url=identity.url).token()
+
+    assert _verify(identity, asyncio.run(main()))["email"] == EMAIL
+    assert identity.fetches["iam"] == 0
+
+
+def test_impersonation_without_the_role_says_which_role(identity: IdentityServer) -> None:
+    """IAM Credentials answers 403: TokenError naming both accounts and the role."""
 
     async def main() -> None:
-        await IdTokens(AUDIENCE, "other@test-project.iam.gserviceaccount.com").token()
+        await IdTokens(AUDIENCE, OTHER, iam_url=identity.url).token()
 
     with pytest.raises(TokenError) as caught:
         asyncio.run(main())
-    assert EMAIL in str(caught.value)
-    assert "other@test-project.iam.gserviceaccount.com" in str(caught.value)
+    text = str(caught.value)
+    assert OTHER in text
+    assert EMAIL in text
+    assert "roles/iam.serviceAccountOpenIdTokenCreator" in text

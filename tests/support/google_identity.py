@@ -8,6 +8,10 @@ services) stands in this form, and the proxy talks to it with the real google-au
 - a ``token_uri`` (``/token``) for a service-account key file: it takes the JWT-bearer
   grant google-auth sends, checks the assertion's signature with the key file's public
   key, and answers ``{"id_token": ...}`` for the assertion's ``target_audience``;
+- access tokens for the proxy's own credentials (``.../default/token`` on the metadata
+  server, a scoped grant at ``/token``), accepted by a stand-in of IAM Credentials'
+  ``v1/projects/-/serviceAccounts/EMAIL:generateIdToken``, which mints the ID token of an
+  account in ``impersonable`` and answers 403 (PERMISSION_DENIED) for any other;
 - ``/certs``: the signing key's certificate as Google publishes its own
   (``{key id: PEM certificate}``), so a backend verifies tokens with google-auth's
   ``id_token.verify_token(..., certs_url=...)``.
@@ -29,7 +33,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -80,18 +84,21 @@ class IdentityServer:
         self.account_key = SigningKey("account-key-1")  # the key file's
         self.fetches: Counter[str] = Counter()
         self.minted: list[str] = []
+        self.access_tokens: set[str] = set()
+        self.impersonable: set[str] = set()  # accounts the identity may sign as
         self.url = ""
         self._lock = threading.Lock()
 
-    def mint(self, audience: str) -> str:
-        """An ID token for ``audience`` as Google signs them."""
+    def mint(self, audience: str, email: str | None = None) -> str:
+        """An ID token for ``audience`` as Google signs them, of ``email`` (default: the
+        server's identity)."""
         now = int(time.time())
         claims = {
             "iss": ISSUER,
             "aud": audience,
             "azp": "1234567890",
             "sub": "1234567890",
-            "email": self.email,
+            "email": email or self.email,
             "email_verified": True,
             "iat": now,
             "exp": int(now + self.lifetime),
@@ -99,6 +106,13 @@ class IdentityServer:
         token: str = jwt.encode(self.google_key.signer, claims).decode()
         with self._lock:
             self.minted.append(token)
+        return token
+
+    def access_token(self) -> str:
+        """An OAuth access token of the identity (opaque, remembered)."""
+        token = f"ya29.test-{len(self.access_tokens)}-{time.monotonic_ns()}"
+        with self._lock:
+            self.access_tokens.add(token)
         return token
 
     def key_file(self, directory: Path) -> Path:
@@ -161,6 +175,12 @@ def _handler(server: IdentityServer) -> type[BaseHTTPRequestHandler]:
             if url.path == account and query.get("recursive") == ["true"]:
                 info = {"aliases": ["default"], "email": server.email, "scopes": [SCOPE]}
                 return self._answer(200, json.dumps(info), "application/json")
+            if url.path == account + "token":
+                answer = {"access_token": server.access_token(), "expires_in": 3600}
+                body = json.dumps(answer | {"token_type": "Bearer"})
+                return self._answer(200, body, "application/json")
+            if url.path == "/computeMetadata/v1/project/project-id":
+                return self._answer(200, "test-project")
             if url.path == account + "identity" and query.get("audience"):
                 server.fetches["metadata"] += 1
                 return self._answer(200, server.mint(query["audience"][0]))
@@ -170,17 +190,37 @@ def _handler(server: IdentityServer) -> type[BaseHTTPRequestHandler]:
             if server.down:
                 return self._answer(503, "down")
             length = int(self.headers.get("Content-Length", "0"))
-            form = parse_qs(self.rfile.read(length).decode())
-            if urlsplit(self.path).path != "/token" or "assertion" not in form:
+            data = self.rfile.read(length).decode()
+            path = unquote(urlsplit(self.path).path)
+            if path.endswith(":generateIdToken"):
+                return self._generate_id_token(path, data)
+            form = parse_qs(data)
+            if path != "/token" or "assertion" not in form:
                 return self._answer(400, json.dumps({"error": "invalid_request"}))
             certs = {server.account_key.key_id: server.account_key.certificate_pem}
             try:
                 claims = jwt.decode(form["assertion"][0], certs=certs, verify=True, audience=None)
             except ValueError:
                 return self._answer(401, json.dumps({"error": "invalid_grant"}))
+            if "target_audience" not in claims:  # a scoped grant: an access token
+                answer = {"access_token": server.access_token(), "expires_in": 3600}
+                body = json.dumps(answer | {"token_type": "Bearer"})
+                return self._answer(200, body, "application/json")
             server.fetches["token_uri"] += 1
             token = server.mint(claims["target_audience"])
             return self._answer(200, json.dumps({"id_token": token}), "application/json")
+
+        def _generate_id_token(self, path: str, data: str) -> None:
+            bearer = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+            if bearer not in server.access_tokens:
+                return self._answer(401, json.dumps({"error": {"status": "UNAUTHENTICATED"}}))
+            account = path.rsplit("/", 1)[1].removesuffix(":generateIdToken")
+            if account not in server.impersonable:
+                error = {"code": 403, "status": "PERMISSION_DENIED"}
+                return self._answer(403, json.dumps({"error": error}), "application/json")
+            server.fetches["iam"] += 1
+            token = server.mint(json.loads(data)["audience"], account)
+            return self._answer(200, json.dumps({"token": token}), "application/json")
 
     return Handler
 

@@ -194,7 +194,9 @@ class LocalEngine(LocalAdmin):
             key = (queue.oidc_audience, queue.service_account_email)
             tokens = self._id_tokens.get(key)
             if tokens is None:
-                tokens = self._id_tokens[key] = IdTokens(*key, clock=self.clock.time)
+                tokens = self._id_tokens[key] = IdTokens(
+                    *key, iam_url=self.settings.local.iam_credentials_url, clock=self.clock.time
+                )
         return Dispatcher(
             queue,
             store=self.store,

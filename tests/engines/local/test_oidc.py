@@ -1,8 +1,10 @@
 """Deliveries to a private backend carry a Google-signed ID token: ``ingest-proxy serve``
-(a real process) gets it with google-auth from a metadata server (a local stand-in of
-GKE's, tests/support/google_identity.py, as ``GCE_METADATA_HOST``), and the recording
-backend verifies every request's ``Authorization: Bearer`` with google-auth, as a private
-Cloud Run service does, answering 401 when it does not verify."""
+(a real process) gets it with google-auth from local stand-ins of Google's identity
+endpoints (tests/support/google_identity.py; Google's own cannot run here): the metadata
+server (``GCE_METADATA_HOST``), a key file's ``token_uri``, or IAM Credentials signing as
+another account. The recording backend verifies every request's ``Authorization:
+Bearer`` with google-auth, as a private Cloud Run service does, answering 401 when it does
+not verify."""
 
 from __future__ import annotations
 
@@ -25,12 +27,19 @@ from tests.support.servers import free_port, wait_for
 ROOT = Path(__file__).resolve().parents[3]
 
 
+OTHER = "invoker@test-project.iam.gserviceaccount.com"
+# How the proxy gets its token: (its credentials, the account the queue names).
+MODES = {"metadata": ("metadata", EMAIL), "key_file": ("key_file", EMAIL)}
+MODES["impersonated"] = ("metadata", OTHER)
+
+
 class Verifier:
     """The backend's check of each request; ``verdicts`` holds (task id, valid)."""
 
     def __init__(self, identity: IdentityServer) -> None:
         self.identity = identity
         self.audience = ""
+        self.email = EMAIL
         self.verdicts: list[tuple[str, bool]] = []
         self._lock = threading.Lock()
 
@@ -45,7 +54,7 @@ class Verifier:
                     audience=self.audience,
                     certs_url=f"{self.identity.url}/certs",
                 )
-                valid = claims.get("email") == EMAIL
+                valid = claims.get("email") == self.email
             except ValueError:
                 valid = False
         with self._lock:
@@ -129,19 +138,20 @@ def _delivered(verifier: Verifier, ids: list[str]) -> bool:
     return done >= set(ids)
 
 
+@pytest.mark.parametrize("proxy", list(MODES), indirect=True)
 def test_every_delivery_carries_a_token_that_verifies_fetched_once_per_lifetime(
     proxy: tuple[str, str, Path], identity: IdentityServer, verifier: Verifier
 ) -> None:
     """30 tasks at 5/s (6 s, two 3 s token lifetimes and more): every request the
-    backend got verified (signature, aud, exp, email), none was refused, and the metadata
-    server minted a handful of tokens, not one per delivery. No token is in the log or
+    backend got verified (signature, aud, exp, the queue's account), none was refused,
+    and a handful of tokens was minted, not one per delivery. No token is in the log or
     the metrics."""
     url, admin_url, log = proxy
     ids = _send(url, 30)
     wait_for(lambda: _delivered(verifier, ids), timeout=60, message="not all delivered")
     assert all(valid for _, valid in verifier.verdicts)
     assert len(verifier.verdicts) == 30
-    assert 2 <= identity.fetches["metadata"] <= 8
+    assert 2 <= sum(identity.fetches.values()) <= 8
     metrics = httpx.get(admin_url + "/metrics", timeout=10).text
     text = log.read_text() + metrics
     assert identity.minted
