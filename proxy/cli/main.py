@@ -64,7 +64,8 @@ def _add_cloudtasks_server(commands: argparse._SubParsersAction[Any]) -> None:
         description="Serve google.cloud.tasks.v2.CloudTasks (gRPC) on top of the embedded "
         "engine: queues with real rate limits and retry config, durable tasks, delivery to "
         "each task's own URL. A development tool with no authentication: keep it on "
-        "127.0.0.1. OIDC tokens are unsigned local stand-ins, not credentials.",
+        "127.0.0.1. OIDC tokens are signed by a local key (published on the REST port), not"
+        " by Google.",
     )
     server.add_argument("--host", default="127.0.0.1", help="bind address (127.0.0.1)")
     server.add_argument("--port", type=int, default=8123, help="gRPC port (8123)")
@@ -74,6 +75,17 @@ def _add_cloudtasks_server(commands: argparse._SubParsersAction[Any]) -> None:
     )
     server.add_argument(
         "--max-task-bytes", type=int, default=100 * 1024, help="CreateTask size limit (102400)"
+    )
+    server.add_argument(
+        "--signing-key",
+        metavar="PATH",
+        help="RSA key (PEM) that signs OIDC tokens (default: <db>.signing-key.pem, made on first"
+        " start)",
+    )
+    server.add_argument(
+        "--unsigned-tokens",
+        action="store_true",
+        help="send unsigned (alg: none) stand-ins instead of signed tokens",
     )
     server.add_argument("--log-level", default="info",
                         choices=["critical", "error", "warning", "info", "debug"])  # fmt: skip
@@ -90,7 +102,13 @@ def _cloudtasks_server(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, args.log_format)
     return asyncio.run(
         serve_cloudtasks(
-            args.db, args.host, args.port, args.max_task_bytes, rest_port=args.rest_port
+            args.db,
+            args.host,
+            args.port,
+            args.max_task_bytes,
+            rest_port=args.rest_port,
+            signing_key=args.signing_key,
+            unsigned_tokens=args.unsigned_tokens,
         )
     )
 

@@ -9,7 +9,8 @@ proxy's:
   (the proxy). That is why this server binds 127.0.0.1 by default: whoever can create a
   task chooses where the server sends requests.
 - Each attempt uses the task's ``dispatch_deadline``; an OIDC/OAuth token request becomes
-  an unsigned local token in ``Authorization: Bearer`` (see ``tasks.local_token``).
+  a token signed by the server's own key in ``Authorization: Bearer`` (``signing.py``;
+  an unsigned stand-in with ``--unsigned-tokens``).
 - ``X-CloudTasks-QueueName`` is the short queue id; User-Agent ``Google-Cloud-Tasks``.
 - A task that runs out of retries (``max_attempts`` and ``max_retry_duration`` both
   reached) is **deleted**, as in Cloud Tasks (no dead-letter table here).
@@ -23,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
-from proxy.cloudtasks_server.tasks import NO_RESPONSE_DEADLINE, NO_RESPONSE_ERROR, local_token
+from proxy.cloudtasks_server.tasks import NO_RESPONSE_DEADLINE, NO_RESPONSE_ERROR
 from proxy.engines.delivery import OutgoingRequest, cloud_tasks_headers, joined_headers
 from proxy.engines.local import attempt
 from proxy.engines.local.dispatcher import LEASE_MARGIN, Dispatcher
@@ -42,10 +44,14 @@ class TaskDispatcher(Dispatcher):
     short_name = ""
     manual: set[asyncio.Task[bool]]  # RunTask attempts in flight
 
-    def configure(self, short_name: str, server_store: ServerStore) -> None:
-        """Set the short queue id sent in X-CloudTasks-QueueName, and the server's store."""
+    def configure(
+        self, short_name: str, server_store: ServerStore, token: Callable[[str, float], str]
+    ) -> None:
+        """Set the short queue id sent in X-CloudTasks-QueueName, the server's store, and
+        ``token(request_json, now)``: the token a task's OIDC/OAuth request gets."""
         self.short_name = short_name
         self.server_store = server_store
+        self.token = token
         self.manual = set()
 
     async def run_now(self, task: LeasedTask) -> None:
@@ -90,7 +96,7 @@ class TaskDispatcher(Dispatcher):
         )
         if target.token is not None:
             headers = {k: val for k, val in headers.items() if k.lower() != "authorization"}
-            headers["authorization"] = "Bearer " + local_token(target.token, self.clock.time())
+            headers["authorization"] = "Bearer " + self.token(target.token, self.clock.time())
         return OutgoingRequest(envelope.method, target.url, headers, envelope.body)
 
     # ------------------------------------------------------------ the hooks

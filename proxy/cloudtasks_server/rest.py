@@ -51,6 +51,7 @@ class RestApp:
     """ASGI app serving the CloudTasks REST routes on ``runtime``."""
 
     def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
         self.queues = QueueApi(runtime)
         self.tasks = TaskApi(runtime)
 
@@ -123,6 +124,21 @@ class RestApp:
             raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"Bad request: {exc}") from None
         return await handler(request)
 
+    def _keys(self, path: str, scope: Any) -> dict[str, Any] | None:
+        """The discovery document and public keys of the server's token signer, for the
+        paths that serve them (``None`` for any other path; ``{}`` when unsigned)."""
+        if path not in _KEY_PATHS:
+            return None
+        signer = self.rt.signer
+        if signer is None:
+            return {}
+        if path == "/oauth2/v3/certs":
+            return signer.jwks()
+        if path == "/oauth2/v1/certs":
+            return dict(signer.certs())
+        host, port = scope.get("server") or ("127.0.0.1", 0)
+        return signer.openid_configuration(f"http://{host}:{port}")
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
@@ -137,6 +153,10 @@ class RestApp:
                 break
         path = scope.get("raw_path", scope["path"].encode()).decode("latin-1").split("?")[0]
         query = scope["query_string"].decode("latin-1")
+        keys = self._keys(path, scope)
+        if keys is not None:
+            await _send(send, 200 if keys else 404, json.dumps(keys).encode())
+            return
         try:
             response = await self.handle(scope["method"], path, query, body)
         except ApiError as exc:
@@ -158,6 +178,11 @@ class RestApp:
             else type(response).to_json(response, use_integers_for_enums=numbers)
         )
         await _send(send, 200, text.encode())
+
+
+_KEY_PATHS = frozenset(
+    {"/.well-known/openid-configuration", "/oauth2/v3/certs", "/oauth2/v1/certs"}
+)
 
 
 def _error(code: grpc.StatusCode, message: str) -> bytes:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from pathlib import Path
 
 from proxy.cloudtasks_server.dispatch import TaskDispatcher
 from proxy.cloudtasks_server.queues import PAUSED, QueueConfig
+from proxy.cloudtasks_server.signing import LocalSigner
+from proxy.cloudtasks_server.tasks import LOCAL_ISSUER, local_token
 from proxy.cloudtasks_server.validation import (
     DEFAULT_MAX_TASK_BYTES,
     QUEUE_NAME_BLOCK,
@@ -52,8 +55,15 @@ class Runtime:
         synchronous: str = "FULL",
         clock: Clock | None = None,
         shutdown_grace: float = SHUTDOWN_GRACE,
+        signing_key: str | None = None,
+        unsigned_tokens: bool = False,
     ) -> None:
         self.db = db
+        # Tokens are signed with this key (made beside the database on first start) unless
+        # unsigned_tokens asks for the old unsigned stand-ins; see signing.py.
+        self.signing_key = Path(signing_key or f"{db}.signing-key.pem")
+        self.unsigned_tokens = unsigned_tokens
+        self.signer: LocalSigner | None = None
         self.max_task_bytes = max_task_bytes
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
@@ -75,9 +85,11 @@ class Runtime:
         """Lock and open the file, load the queues, start their dispatchers."""
         self._db_lock.acquire()
         try:
+            if not self.unsigned_tokens:
+                self.signer = await asyncio.to_thread(LocalSigner, self.signing_key, LOCAL_ISSUER)
             _, released = await asyncio.to_thread(self.store.open, [])
             await self.server_store.create_tables()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError, ValueError) as exc:
             self._db_lock.release()
             raise EngineUnavailableError(f"Cannot use {self.db}: {exc}") from exc
         except BaseException:
@@ -120,6 +132,13 @@ class Runtime:
             if expired:
                 logger.info("deleted %d tasks older than 31 days (task retention)", expired)
 
+    def token(self, spec_json: str, now: float) -> str:
+        """The token a task's token request asks for: signed by :attr:`signer`, or the
+        unsigned stand-in when tokens are unsigned."""
+        if self.signer is None:
+            return local_token(spec_json, now)
+        return self.signer.token(spec_json, now)
+
     # ------------------------------------------------------------ queues
 
     def queue(self, name: str) -> QueueConfig:
@@ -148,7 +167,7 @@ class Runtime:
             clock=self.clock,
             metrics=self.metrics,
         )
-        fresh.configure(config.short_name, self.server_store)
+        fresh.configure(config.short_name, self.server_store, self.token)
         fresh.paused = config.state == PAUSED
         if dispatcher is not None:
             dispatcher.stop()

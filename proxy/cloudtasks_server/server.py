@@ -126,6 +126,8 @@ class LocalCloudTasks:
             if self._rest_port is not None:
                 self.rest = RestServer(self.runtime, self.host, self._rest_port)
                 await self.rest.start()
+                if self.runtime.signer is not None:  # tokens name where their keys are
+                    self.runtime.signer.issuer = f"http://{self.host}:{self.rest.port}"
         except BaseException:
             await server.stop(0)
             await self.runtime.aclose()
@@ -144,12 +146,26 @@ class LocalCloudTasks:
 
 
 async def serve_cloudtasks(
-    db: str, host: str, port: int, max_task_bytes: int, rest_port: int | None = None
+    db: str,
+    host: str,
+    port: int,
+    max_task_bytes: int,
+    rest_port: int | None = None,
+    *,
+    signing_key: str | None = None,
+    unsigned_tokens: bool = False,
 ) -> int:
     """Run until SIGINT/SIGTERM (the ``cloudtasks-server`` command); returns the exit code.
-    ``rest_port`` also serves the REST (JSON) surface there."""
+    ``rest_port`` also serves the REST (JSON) surface there, with the token signer's
+    discovery document and keys (``signing.py``)."""
     server = LocalCloudTasks(
-        db, host=host, port=port, max_task_bytes=max_task_bytes, rest_port=rest_port
+        db,
+        host=host,
+        port=port,
+        max_task_bytes=max_task_bytes,
+        rest_port=rest_port,
+        signing_key=signing_key,
+        unsigned_tokens=unsigned_tokens,
     )
     try:
         await server.start()
@@ -164,6 +180,12 @@ async def serve_cloudtasks(
     )
     if server.rest is not None:
         logger.info("REST (JSON) surface on http://%s:%d/v2/", host, server.rest.port)
+    if server.runtime.signer is not None:
+        logger.info(
+            "OIDC tokens are signed by %s (issuer %s)",
+            server.runtime.signing_key,
+            server.runtime.signer.issuer,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

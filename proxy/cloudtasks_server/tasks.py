@@ -1,10 +1,10 @@
 """Task resources: CreateTask validation, the stored row -> ``Task`` message, and the
-unsigned local token that stands in for an OIDC (or OAuth) token.
+unsigned local token that stands in for an OIDC (or OAuth) token with
+``--unsigned-tokens`` (by default tokens are signed: ``signing.py``).
 
-The local token is **not a credential**: a JWT with ``"alg": "none"``, issuer
-``ingest-proxy-local`` and no signature, so a backend can exercise its auth path (read the
-audience and the service account) in development. A backend that verifies signatures,
-as it must in production, rejects it.
+The unsigned token is **not a credential**: a JWT with ``"alg": "none"``, issuer
+``ingest-proxy-local`` and no signature. A backend that verifies signatures, as it must in
+production, rejects it.
 """
 
 from __future__ import annotations

@@ -12,8 +12,11 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import google.auth.transport.requests
+import httpx
 import pytest
 from google.api_core import exceptions as gexc
 from google.cloud.tasks_v2 import (
@@ -25,9 +28,10 @@ from google.cloud.tasks_v2 import (
     RetryConfig,
     Task,
 )
+from google.oauth2 import id_token
 
 from tests.support.backend import RecordingBackend
-from tests.support.cloudtasks_server import ServerThread, sync_client
+from tests.support.cloudtasks_server import ServerThread, run_server, sync_client
 from tests.support.servers import wait_for
 
 PARENT = "projects/p/locations/l"
@@ -68,10 +72,13 @@ def claims(authorization: str | None) -> tuple[dict[str, Any], dict[str, Any], s
     return decode(header), decode(payload), signature
 
 
-def test_headers_and_local_oidc_token(client: CloudTasksClient, backend: RecordingBackend) -> None:
+def test_headers_and_local_oidc_token(
+    client: CloudTasksClient, backend: RecordingBackend, local_server: ServerThread
+) -> None:
     """The backend gets the short queue and task ids, Google-Cloud-Tasks as User-Agent, and
-    an unsigned local JWT (alg none, iss ingest-proxy-local, aud as set) replacing any
-    Authorization header; Host and X-Google-* headers from the task are not sent."""
+    an RS256 token signed by the server's key (iss: its REST address, aud as set)
+    replacing any Authorization header, which google-auth verifies from the server's JWK
+    set alone, and from its v1 certs; Host and X-Google-* headers are not sent."""
     queue = new_queue(client)
     request = HttpRequest(
         url=backend.url + "/hook?x=1",
@@ -97,11 +104,61 @@ def test_headers_and_local_oidc_token(client: CloudTasksClient, backend: Recordi
     assert got.header("x-custom") == "yes"
     assert got.header("x-google-thing") is None
     header, payload, signature = claims(got.header("authorization"))
-    assert header["alg"] == "none"
-    assert signature == ""
-    assert payload["iss"] == "ingest-proxy-local"
-    assert payload["aud"] == "https://backend.example"
+    assert header["alg"] == "RS256"
+    assert signature
+    base = f"http://{local_server.rest_host}"
+    assert payload["iss"] == base
     assert payload["email"] == "sa@p.iam.gserviceaccount.com"
+    token = (got.header("authorization") or "").removeprefix("Bearer ")
+    discovery = httpx.get(f"{base}/.well-known/openid-configuration", timeout=10).json()
+    assert discovery["issuer"] == base
+    for certs_url in (discovery["jwks_uri"], f"{base}/oauth2/v1/certs"):
+        verified = id_token.verify_token(
+            token, google.auth.transport.requests.Request(), "https://backend.example", certs_url
+        )
+        assert verified["email"] == "sa@p.iam.gserviceaccount.com"
+        assert verified["email_verified"] is True
+
+
+def test_a_token_for_another_audience_does_not_verify(
+    client: CloudTasksClient, backend: RecordingBackend, local_server: ServerThread
+) -> None:
+    """google-auth refuses the server's token for any audience but the task's."""
+    queue = new_queue(client)
+    token = OidcToken(service_account_email="sa@p.iam.gserviceaccount.com", audience="https://a")
+    client.create_task(
+        parent=queue, task=Task(http_request=HttpRequest(url=backend.url, oidc_token=token))
+    )
+    [got] = backend.wait_for_count(1, WAIT)
+    jwt_text = (got.header("authorization") or "").removeprefix("Bearer ")
+    with pytest.raises(ValueError, match="audience"):
+        id_token.verify_token(
+            jwt_text,
+            google.auth.transport.requests.Request(),
+            "https://b",
+            f"http://{local_server.rest_host}/oauth2/v1/certs",
+        )
+
+
+def test_the_signing_key_is_made_once_kept_private_and_reused(tmp_path: Path) -> None:
+    """The first start writes <db>.signing-key.pem (mode 0600); a restart signs with the
+    same key (same key id); with --unsigned-tokens the old unsigned stand-ins are sent."""
+    db = tmp_path / "tasks.db"
+    with run_server(db, rest_port=0) as server:
+        first = httpx.get(f"http://{server.rest_host}/oauth2/v3/certs", timeout=10).json()
+    key = Path(f"{db}.signing-key.pem")
+    assert key.stat().st_mode & 0o777 == 0o600
+    with run_server(db, rest_port=0) as server:
+        second = httpx.get(f"http://{server.rest_host}/oauth2/v3/certs", timeout=10).json()
+    assert first == second
+    assert len(first["keys"]) == 1
+    with run_server(db, unsigned_tokens=True) as server:
+        assert server.server is not None
+        token = server.server.runtime.token(
+            json.dumps({"kind": "oidc", "email": "a@b", "audience": "https://x"}), 0.0
+        )
+    header, payload, signature = claims("Bearer " + token)
+    assert (header["alg"], signature, payload["iss"]) == ("none", "", "ingest-proxy-local")
 
 
 def test_oidc_audience_defaults_to_url(client: CloudTasksClient, backend: RecordingBackend) -> None:
