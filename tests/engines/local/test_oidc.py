@@ -8,6 +8,8 @@ not verify."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import subprocess
 import sys
@@ -18,11 +20,15 @@ from pathlib import Path
 import google.auth.transport.requests
 import httpx
 import pytest
+from google.cloud.tasks_v2 import Queue
 from google.oauth2 import id_token
 
+from proxy.config.loading import settings_from_dict
 from tests.support.backend import Received, RecordingBackend, run_backend
+from tests.support.cloudtasks_server import run_server, sync_client
+from tests.support.emulator import LOCATION, PROJECT
 from tests.support.google_identity import EMAIL, IdentityServer, run_identity_server
-from tests.support.servers import free_port, wait_for
+from tests.support.servers import free_port, run_proxy, wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -183,3 +189,75 @@ def test_without_a_metadata_server_attempts_fail_as_auth_and_none_goes_without(
     identity.down = False
     wait_for(lambda: _delivered(verifier, ids), timeout=60, message="not delivered after")
     assert all(valid for _, valid in verifier.verdicts)
+
+
+def test_one_config_gives_the_same_authorization_on_both_engines(
+    tmp_path: Path, proxy: tuple[str, str, Path], verifier: Verifier, backend: RecordingBackend
+) -> None:
+    """Parity: the queue with service_account_email, on the embedded engine (token from
+    the metadata server) and on the Cloud Tasks engine (cloudtasks-server as Cloud Tasks,
+    its own signed token): both deliveries carry ``Authorization: Bearer`` and an RS256
+    JWT with the same claims, audience (the target's origin) and account."""
+    url, _, _ = proxy
+    [embedded_id] = _send(url, 1)
+    wait_for(lambda: _delivered(verifier, [embedded_id]), timeout=30, message="not delivered")
+    queue = "private-ct"
+    with run_server(tmp_path / "ct.db", rest_port=0) as server:
+        client, channel = sync_client(server.host)
+        try:
+            client.create_queue(
+                parent=f"projects/{PROJECT}/locations/{LOCATION}",
+                queue=Queue(name=f"projects/{PROJECT}/locations/{LOCATION}/queues/{queue}"),
+            )
+        finally:
+            channel.close()
+        settings = settings_from_dict(
+            {
+                "engine": "cloudtasks",
+                "queues": [{"name": queue, "target": backend.url, "service_account_email": EMAIL}],
+                "cloudtasks": {
+                    "project": PROJECT,
+                    "location": LOCATION,
+                    "emulator_host": server.host,
+                },
+            }
+        )
+        with run_proxy(settings) as running:
+            [ct_id] = _send(running.url, 1)
+            got = wait_for_request(backend, ct_id)
+    [embedded] = [r for r in backend.received if r.header("x-cloudtasks-taskname") == embedded_id]
+    shapes = []
+    for request in (embedded, got):
+        header = request.header("authorization") or ""
+        assert header.startswith("Bearer ")
+        head, claims = _unverified(header.removeprefix("Bearer "))
+        shapes.append((head["alg"], sorted(claims), claims["aud"], claims["email"]))
+    assert shapes[0] == shapes[1]
+    assert shapes[0][2] == backend.url
+    assert shapes[0][3] == EMAIL
+
+
+def wait_for_request(backend: RecordingBackend, task_id: str) -> Received:
+    def found() -> Received | None:
+        return next(
+            (r for r in backend.received if r.header("x-cloudtasks-taskname") == task_id), None
+        )
+
+    wait_for(lambda: found() is not None, timeout=30, message="the Cloud Tasks task did not come")
+    request = found()
+    assert request is not None
+    return request
+
+
+def _unverified(token: str) -> tuple[dict[str, object], dict[str, object]]:
+    parts = token.split(".")
+    assert len(parts) == 3
+    assert parts[2]  # signed
+
+    def decode(part: str) -> dict[str, object]:
+        data: dict[str, object] = json.loads(
+            base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        )
+        return data
+
+    return decode(parts[0]), decode(parts[1])
