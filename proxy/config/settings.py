@@ -65,7 +65,8 @@ class QueueSettings:
     retry: RetrySettings = field(default_factory=RetrySettings)
     audience: str | None = None
     service_account_email: str | None = None
-    auth: str | None = None  # "oidc" or "none"; unset: "oidc" when service_account_email is
+    auth: str | None = None  # "oidc", "oauth" or "none"; unset: oidc with an email, else none
+    scope: str | None = None  # the OAuth scope (auth = "oauth"); default: cloud-platform
     max_backlog_tasks: int | None = None
     max_backlog_bytes: int | None = None
 
@@ -78,6 +79,16 @@ class QueueSettings:
     def oidc(self) -> bool:
         """Whether each delivery carries a Google-signed ID token."""
         return self.auth == "oidc" or (self.auth is None and bool(self.service_account_email))
+
+    @property
+    def oauth(self) -> bool:
+        """Whether each delivery carries an OAuth access token (a Google API target)."""
+        return self.auth == "oauth"
+
+    @property
+    def oauth_scope(self) -> str:
+        """The access token's scope."""
+        return self.scope or "https://www.googleapis.com/auth/cloud-platform"
 
     @property
     def oidc_audience(self) -> str:
@@ -278,8 +289,10 @@ def _validate_queue(key: str, queue: QueueSettings) -> None:
         raise ConfigError(f"{key}.concurrency", f"must be between 1 and {MAX_CONCURRENCY}")
     if not MIN_DISPATCH_DEADLINE <= queue.dispatch_deadline <= MAX_DISPATCH_DEADLINE:
         raise ConfigError(f"{key}.dispatch_deadline", "must be between 15s and 30m")
-    if queue.auth not in (None, "none", "oidc"):
-        raise ConfigError(f"{key}.auth", "must be oidc or none")
+    if queue.auth not in (None, "none", "oidc", "oauth"):
+        raise ConfigError(f"{key}.auth", "must be oidc, oauth or none")
+    if queue.scope is not None and queue.auth != "oauth":
+        raise ConfigError(f"{key}.scope", 'is the OAuth scope: set auth = "oauth" with it')
     for name in ("max_backlog_tasks", "max_backlog_bytes"):
         value = getattr(queue, name)
         if value is not None and value < 1:
@@ -322,3 +335,12 @@ def _validate_cloudtasks(ct: CloudTasksSettings, queues: tuple[QueueSettings, ..
         )
     if not 0.1 <= ct.enqueue_deadline <= 60:
         raise ConfigError("cloudtasks.enqueue_deadline", "must be between 0.1s and 60s")
+    for index, queue in enumerate(queues):
+        if queue.auth in ("oidc", "oauth") and not (
+            queue.service_account_email or ct.service_account_email
+        ):
+            raise ConfigError(
+                f"queues[{index}].service_account_email",
+                "Cloud Tasks signs tokens as a service account: name one (here or as"
+                " cloudtasks.service_account_email)",
+            )

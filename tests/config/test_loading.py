@@ -290,5 +290,28 @@ def test_a_queue_sends_id_tokens_when_it_names_an_identity_or_asks_for_them() ->
     assert queue(auth="oidc").queues[0].oidc_audience == TARGET
     assert queue(auth="oidc", audience="https://a").queues[0].oidc_audience == "https://a"
     with pytest.raises(ConfigError) as caught:
-        queue(auth="oauth")
+        queue(auth="basic")
     assert caught.value.key == "queues[0].auth"
+
+
+def test_an_oauth_queue_has_a_scope_and_a_scope_needs_oauth() -> None:
+    """auth = "oauth" takes the cloud-platform scope unless another is given; a scope
+    on a queue that is not OAuth is refused; on the Cloud Tasks engine a token needs a
+    service account."""
+    base = {"name": "q", "target": "https://tasks.googleapis.com/v2"}
+    oauth = settings_from_dict({"queues": [{**base, "auth": "oauth"}]}).queues[0]
+    assert (oauth.oauth, oauth.oidc) == (True, False)
+    assert oauth.oauth_scope == "https://www.googleapis.com/auth/cloud-platform"
+    with pytest.raises(ConfigError) as caught:
+        settings_from_dict({"queues": [{**base, "scope": "https://x"}]})
+    assert caught.value.key == "queues[0].scope"
+    cloudtasks = {"project": "p", "location": "l"}
+    with pytest.raises(ConfigError) as caught:
+        settings_from_dict(
+            {
+                "engine": "cloudtasks",
+                "cloudtasks": cloudtasks,
+                "queues": [{**base, "auth": "oauth"}],
+            }
+        )
+    assert caught.value.key == "queues[0].service_account_email"

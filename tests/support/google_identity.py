@@ -10,8 +10,9 @@ services) stands in this form, and the proxy talks to it with the real google-au
   key, and answers ``{"id_token": ...}`` for the assertion's ``target_audience``;
 - access tokens for the proxy's own credentials (``.../default/token`` on the metadata
   server, a scoped grant at ``/token``), accepted by a stand-in of IAM Credentials'
-  ``v1/projects/-/serviceAccounts/EMAIL:generateIdToken``, which mints the ID token of an
-  account in ``impersonable`` and answers 403 (PERMISSION_DENIED) for any other;
+  ``v1/projects/-/serviceAccounts/EMAIL:generateIdToken`` (and ``:generateAccessToken``),
+  which mints the token of an account in ``impersonable`` and answers 403
+  (PERMISSION_DENIED) for any other;
 - ``/certs``: the signing key's certificate as Google publishes its own
   (``{key id: PEM certificate}``), so a backend verifies tokens with google-auth's
   ``id_token.verify_token(..., certs_url=...)``.
@@ -85,6 +86,7 @@ class IdentityServer:
         self.fetches: Counter[str] = Counter()
         self.minted: list[str] = []
         self.access_tokens: set[str] = set()
+        self.access_token_accounts: dict[str, str] = {}  # impersonated ones: token -> account
         self.impersonable: set[str] = set()  # accounts the identity may sign as
         self.url = ""
         self._lock = threading.Lock()
@@ -192,8 +194,8 @@ def _handler(server: IdentityServer) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length", "0"))
             data = self.rfile.read(length).decode()
             path = unquote(urlsplit(self.path).path)
-            if path.endswith(":generateIdToken"):
-                return self._generate_id_token(path, data)
+            if path.endswith((":generateIdToken", ":generateAccessToken")):
+                return self._generate(path, data)
             form = parse_qs(data)
             if path != "/token" or "assertion" not in form:
                 return self._answer(400, json.dumps({"error": "invalid_request"}))
@@ -210,15 +212,24 @@ def _handler(server: IdentityServer) -> type[BaseHTTPRequestHandler]:
             token = server.mint(claims["target_audience"])
             return self._answer(200, json.dumps({"id_token": token}), "application/json")
 
-        def _generate_id_token(self, path: str, data: str) -> None:
+        def _generate(self, path: str, data: str) -> None:
             bearer = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
             if bearer not in server.access_tokens:
                 return self._answer(401, json.dumps({"error": {"status": "UNAUTHENTICATED"}}))
-            account = path.rsplit("/", 1)[1].removesuffix(":generateIdToken")
+            account, _, method = path.rsplit("/", 1)[1].partition(":")
             if account not in server.impersonable:
                 error = {"code": 403, "status": "PERMISSION_DENIED"}
                 return self._answer(403, json.dumps({"error": error}), "application/json")
             server.fetches["iam"] += 1
+            if method == "generateAccessToken":
+                token = server.access_token()
+                server.access_token_accounts[token] = account
+                expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+                answer = {
+                    "accessToken": token,
+                    "expireTime": expires.isoformat().replace("+00:00", "Z"),
+                }
+                return self._answer(200, json.dumps(answer), "application/json")
             token = server.mint(json.loads(data)["audience"], account)
             return self._answer(200, json.dumps({"token": token}), "application/json")
 

@@ -37,8 +37,9 @@ class QueueTarget:
 
     settings: QueueSettings
     path: str  # projects/P/locations/L/queues/Q
-    service_account_email: str | None
-    audience: str | None
+    service_account_email: str | None  # the token's account; None: no token
+    audience: str | None  # of an OIDC token
+    scope: str | None  # of an OAuth token (then no OIDC token)
     dispatch_deadline_ms: int
     metadata: tuple[tuple[str, str], ...]  # routing and client headers of each CreateTask
 
@@ -50,22 +51,26 @@ class QueueTarget:
 def queue_targets(settings: Settings) -> dict[str, QueueTarget]:
     """One :class:`QueueTarget` per configured queue, by queue name.
 
-    The OIDC identity is the queue's service account, else the engine-wide one; the
-    audience is the queue's, else the target's origin (``scheme://host[:port]``), so a
-    path or query never breaks the token check on the backend.
+    The token's identity is the queue's service account, else the engine-wide one; an
+    OIDC token's audience is the queue's, else the target's origin
+    (``scheme://host[:port]``), so a path or query never breaks the token check on the
+    backend. ``auth = "oauth"`` asks for an OAuth token with the queue's scope instead;
+    ``auth = "none"`` for no token at all.
     """
     ct = settings.cloudtasks
     parent = f"projects/{ct.project}/locations/{ct.location}"
     client_header = _client_metadata()
     targets: dict[str, QueueTarget] = {}
     for queue in settings.queues:
-        account = queue.service_account_email or ct.service_account_email
+        account = None if queue.auth == "none" else queue.service_account_email
+        account = account or (None if queue.auth == "none" else ct.service_account_email)
         path = f"{parent}/queues/{queue.name}"
         targets[queue.name] = QueueTarget(
             settings=queue,
             path=path,
             service_account_email=account,
-            audience=(queue.audience or queue.target_origin) if account else None,
+            audience=queue.oidc_audience if account and not queue.oauth else None,
+            scope=queue.oauth_scope if account and queue.oauth else None,
             dispatch_deadline_ms=round(queue.dispatch_deadline * 1000),
             metadata=(_routing_metadata((("parent", path),)), client_header),
         )
@@ -85,7 +90,10 @@ def create_task_message(target: QueueTarget, envelope: Envelope) -> Any:
     )
     if outgoing.method in BODY_METHODS and outgoing.body:
         http.body = outgoing.body
-    if target.service_account_email:
+    if target.scope is not None:
+        http.oauth_token.service_account_email = target.service_account_email or ""
+        http.oauth_token.scope = target.scope
+    elif target.service_account_email:
         http.oidc_token.service_account_email = target.service_account_email
         http.oidc_token.audience = target.audience or ""
     task = _TaskPb(name=target.task_name(envelope.id), http_request=http)

@@ -37,12 +37,12 @@ from itertools import chain
 
 from proxy.config.settings import QueueSettings
 from proxy.engines.delivery import OutgoingRequest, build_request, cloud_tasks_headers
-from proxy.engines.id_tokens import IdTokens, TokenError
 from proxy.engines.local import attempt
 from proxy.engines.local.bucket import Throttle, TokenBucket
 from proxy.engines.local.clock import Clock
 from proxy.engines.local.store.store import AttemptResult, LeasedTask, Store
 from proxy.engines.retry import DONE, GIVE_UP, decide
+from proxy.engines.tokens import TokenError, Tokens
 from proxy.errors import EngineError
 from proxy.logs import FixedLine, emit
 from proxy.metrics import Metrics
@@ -87,10 +87,10 @@ class Dispatcher:
         clock: Clock,
         metrics: Metrics,
         on_done: Callable[[int, bool], None] = lambda size, dead: None,
-        id_tokens: IdTokens | None = None,
+        tokens: Tokens | None = None,
     ) -> None:
         self.queue = queue
-        self.id_tokens = id_tokens
+        self.tokens = tokens
         self.store = store
         self.sender = sender
         self.clock = clock
@@ -303,10 +303,10 @@ class Dispatcher:
                 previous_response=previous,
             )
         )
-        if self.id_tokens is not None:
+        if self.tokens is not None:
             # Cloud Tasks puts its token in Authorization, whatever the task carried.
             request.headers.pop("authorization", None)
-            request.headers["authorization"] = "Bearer " + await self.id_tokens.token()
+            request.headers["authorization"] = "Bearer " + await self.tokens.token()
         return request, queue.dispatch_deadline
 
     async def record_success(self, task: LeasedTask) -> None:

@@ -11,7 +11,6 @@ import ssl
 from proxy.config.settings import QueueSettings, Settings
 from proxy.engines.admin import QueueInfo
 from proxy.engines.http_client import ConnectionPool, tls_context
-from proxy.engines.id_tokens import IdTokens
 from proxy.engines.local.admin import LocalAdmin
 from proxy.engines.local.attempt import PoolSender, Sender
 from proxy.engines.local.clock import Clock, SystemClock
@@ -20,6 +19,7 @@ from proxy.engines.local.dispatcher import Dispatcher
 from proxy.engines.local.lifecycle import DatabaseLock, stop_dispatching
 from proxy.engines.local.store.admin import AdminStore
 from proxy.engines.local.store.store import Store
+from proxy.engines.tokens import AccessTokens, IdTokens, Tokens
 from proxy.envelope import EnqueueResult, Envelope
 from proxy.errors import BacklogFullError, EngineUnavailableError, TaskRejectedError
 from proxy.metrics import Metrics
@@ -106,7 +106,7 @@ class LocalEngine(LocalAdmin):
         self._closing = False
         self._started = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._id_tokens: dict[tuple[str, str | None], IdTokens] = {}  # (audience, identity)
+        self._tokens: dict[tuple[str, str, str | None], Tokens] = {}  # (kind, subject, email)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -189,14 +189,7 @@ class LocalEngine(LocalAdmin):
             if dead:
                 backlog.dead += 1
 
-        tokens = None
-        if queue.oidc:
-            key = (queue.oidc_audience, queue.service_account_email)
-            tokens = self._id_tokens.get(key)
-            if tokens is None:
-                tokens = self._id_tokens[key] = IdTokens(
-                    *key, iam_url=self.settings.local.iam_credentials_url, clock=self.clock.time
-                )
+        tokens = self._tokens_for(queue)
         return Dispatcher(
             queue,
             store=self.store,
@@ -204,8 +197,28 @@ class LocalEngine(LocalAdmin):
             clock=self.clock,
             metrics=self.metrics,
             on_done=done,
-            id_tokens=tokens,
+            tokens=tokens,
         )
+
+    def _tokens_for(self, queue: QueueSettings) -> Tokens | None:
+        """The queue's token cache (shared by queues of the same kind, subject and
+        identity), ``None`` when its deliveries carry no token."""
+        kind: type[Tokens]
+        if queue.oauth:
+            kind, subject = AccessTokens, queue.oauth_scope
+        elif queue.oidc:
+            kind, subject = IdTokens, queue.oidc_audience
+        else:
+            return None
+        key = (kind.kind, subject, queue.service_account_email)
+        tokens = self._tokens.get(key)
+        if tokens is None:
+            iam_url = self.settings.local.iam_credentials_url
+            tokens = kind(
+                subject, queue.service_account_email, iam_url=iam_url, clock=self.clock.time
+            )
+            self._tokens[key] = tokens
+        return tokens
 
     async def aclose(self) -> None:
         """Stop dispatching; give attempts in flight ``settings.server.shutdown_grace``

@@ -37,6 +37,7 @@ OTHER = "invoker@test-project.iam.gserviceaccount.com"
 # How the proxy gets its token: (its credentials, the account the queue names).
 MODES = {"metadata": ("metadata", EMAIL), "key_file": ("key_file", EMAIL)}
 MODES["impersonated"] = ("metadata", OTHER)
+MODES["oauth"] = ("key_file", EMAIL)  # an access token for a Google API target
 
 
 class Verifier:
@@ -46,13 +47,17 @@ class Verifier:
         self.identity = identity
         self.audience = ""
         self.email = EMAIL
+        self.oauth = False  # check access tokens (issued by the identity) instead
+        self.mode = ""  # the proxy fixture's MODES key
         self.verdicts: list[tuple[str, bool]] = []
         self._lock = threading.Lock()
 
     def __call__(self, request: Received) -> int:
         valid = False
         header = request.header("authorization") or ""
-        if header.startswith("Bearer "):
+        if header.startswith("Bearer ") and self.oauth:
+            valid = header.removeprefix("Bearer ") in self.identity.access_tokens
+        elif header.startswith("Bearer "):
             try:
                 claims = id_token.verify_token(
                     header.removeprefix("Bearer "),
@@ -86,24 +91,37 @@ def backend(verifier: Verifier) -> Iterator[RecordingBackend]:
         yield backend
 
 
-@pytest.fixture
+@pytest.fixture(params=["metadata"])
 def proxy(
-    tmp_path: Path, identity: IdentityServer, backend: RecordingBackend
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    identity: IdentityServer,
+    backend: RecordingBackend,
+    verifier: Verifier,
 ) -> Iterator[tuple[str, str, Path]]:
-    """The proxy with one queue at 5/s that sends ID tokens as EMAIL; its ingress and
-    admin URLs and its log file."""
+    """The proxy with one queue at 5/s whose deliveries carry a token (``request.param``:
+    a key of MODES, how it gets it); its ingress and admin URLs and its log file."""
+    credentials, account = MODES[request.param]
+    verifier.email = account
+    verifier.oauth = request.param == "oauth"
+    verifier.mode = request.param
+    identity.impersonable.add(OTHER)
+    auth = 'auth = "oauth"\n' if verifier.oauth else ""
     port, admin = free_port(), free_port()
     config = tmp_path / "proxy.toml"
     config.write_text(
         f'[[queues]]\nname = "private"\ntarget = "{backend.url}"\nrate = 5\n'
-        f'service_account_email = "{EMAIL}"\n'
+        f'service_account_email = "{account}"\n{auth}'
         f'[queues.retry]\nmin_backoff = "100ms"\nmax_backoff = "1s"\n'
-        f'[local]\ndb = "{tmp_path / "tasks.db"}"\n'
+        f'[local]\ndb = "{tmp_path / "tasks.db"}"\niam_credentials_url = "{identity.url}"\n'
         f"[server]\nport = {port}\nadmin_port = {admin}\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_PROXY_")}
     env.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
-    env["GCE_METADATA_HOST"] = env["GCE_METADATA_IP"] = identity.host
+    if credentials == "key_file":
+        env["GOOGLE_APPLICATION_CREDENTIALS"] = str(identity.key_file(tmp_path))
+    else:
+        env["GCE_METADATA_HOST"] = env["GCE_METADATA_IP"] = identity.host
     log = tmp_path / "proxy.log"
     with log.open("wb") as stderr:
         process = subprocess.Popen(
@@ -157,12 +175,20 @@ def test_every_delivery_carries_a_token_that_verifies_fetched_once_per_lifetime(
     wait_for(lambda: _delivered(verifier, ids), timeout=60, message="not all delivered")
     assert all(valid for _, valid in verifier.verdicts)
     assert len(verifier.verdicts) == 30
-    assert 2 <= sum(identity.fetches.values()) <= 8
+    # The tokens came from the mode's endpoint, a handful of times (access tokens live an
+    # hour here: one; 3 s ID tokens: one per lifetime).
+    source = {"metadata": "metadata", "key_file": "token_uri", "impersonated": "iam"}
+    if verifier.oauth:
+        assert len(identity.access_tokens) <= 3
+    else:
+        assert 2 <= identity.fetches[source[verifier.mode]] <= 8
+        assert sum(identity.fetches.values()) == identity.fetches[source[verifier.mode]]
     metrics = httpx.get(admin_url + "/metrics", timeout=10).text
     text = log.read_text() + metrics
-    assert identity.minted
-    assert not any(token in text for token in identity.minted)
-    assert not any(token.split(".")[2] in text for token in identity.minted)  # signatures
+    secrets = [*identity.minted, *identity.access_tokens]
+    assert secrets
+    assert not any(token in text for token in secrets)
+    assert not any(token.split(".")[-1] in text for token in identity.minted)  # signatures
 
 
 def test_without_a_metadata_server_attempts_fail_as_auth_and_none_goes_without(

@@ -1,4 +1,4 @@
-"""ID tokens for private backends (proxy/engines/id_tokens.py), from the real google-auth
+"""ID tokens for private backends (proxy/engines/tokens.py), from the real google-auth
 against a local stand-in of Google's token endpoint (tests/support/google_identity.py;
 Google's own cannot run here): a service-account key file whose ``token_uri`` is local."""
 
@@ -13,9 +13,9 @@ import google.auth.transport.requests
 import pytest
 from google.oauth2 import id_token
 
-from proxy.engines import id_tokens
-from proxy.engines.id_tokens import IdTokens, TokenError
-from tests.support.google_identity import EMAIL, IdentityServer, run_identity_server
+from proxy.engines import tokens as tokens_module
+from proxy.engines.tokens import AccessTokens, IdTokens, TokenError
+from tests.support.google_identity import EMAIL, SCOPE, IdentityServer, run_identity_server
 
 AUDIENCE = "https://backend.example.run.app"
 
@@ -92,7 +92,7 @@ def test_an_endpoint_that_fails_gives_a_token_error_then_recovers(
 ) -> None:
     """No token while the endpoint answers 503: TokenError, whose text names the audience
     and holds no token; once it answers again, the next call gets one."""
-    monkeypatch.setattr(id_tokens, "RETRY_FAILED", 0.0)
+    monkeypatch.setattr(tokens_module, "RETRY_FAILED", 0.0)
     identity.down = True
 
     async def main() -> tuple[str, str]:
@@ -149,3 +149,31 @@ def test_impersonation_without_the_role_says_which_role(identity: IdentityServer
     assert OTHER in text
     assert EMAIL in text
     assert "roles/iam.serviceAccountOpenIdTokenCreator" in text
+
+
+def test_an_access_token_is_the_identity_s_own_for_the_scope(identity: IdentityServer) -> None:
+    """auth = "oauth": google-auth's access token from the key file's token_uri (a scoped
+    grant), cached like ID tokens."""
+
+    async def main() -> list[str]:
+        tokens = AccessTokens(SCOPE)
+        return [await tokens.token(), await tokens.token()]
+
+    first, second = asyncio.run(main())
+    assert first == second
+    assert first in identity.access_tokens
+    assert identity.fetches["iam"] == 0
+
+
+def test_another_account_s_access_token_comes_from_iam_credentials(
+    identity: IdentityServer,
+) -> None:
+    """The access token of invoker@... is generateAccessToken's, called as the proxy."""
+    identity.impersonable.add(OTHER)
+
+    async def main() -> str:
+        return await AccessTokens(SCOPE, OTHER, iam_url=identity.url).token()
+
+    token = asyncio.run(main())
+    assert identity.access_token_accounts[token] == OTHER
+    assert identity.fetches["iam"] == 1

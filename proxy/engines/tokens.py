@@ -1,26 +1,30 @@
-"""Google-signed ID tokens (OIDC) for deliveries to private backends: a Cloud Run service
-that requires authentication, or anything behind IAP, checks ``Authorization: Bearer``.
+"""Google-signed tokens for deliveries, as Cloud Tasks attaches them: an ID token (OIDC)
+for a private backend (a Cloud Run service that requires authentication, or anything
+behind IAP, checks ``Authorization: Bearer``), or an OAuth access token for a Google API
+target (``*.googleapis.com``), with a scope.
 
 The token comes from google-auth, for the proxy's own identity: a service-account key
 file named by ``GOOGLE_APPLICATION_CREDENTIALS`` (google-auth calls its ``token_uri``),
 else the metadata server (GKE Workload Identity, Compute Engine, Cloud Run; google-auth
-honours ``GCE_METADATA_HOST``). Tokens live an hour; one is cached per audience and
-identity and refreshed ahead of its expiry, one refresh at a time, in a thread (google-
+honours ``GCE_METADATA_HOST``). Tokens live an hour; one is cached per audience (or
+scope) and identity and refreshed ahead of its expiry, one refresh at a time, in a thread (google-
 auth's transport blocks), so the ingest path never waits for one and an attempt only
 when none is valid. A token is never logged, counted or put in an error text.
 
 When the queue names a ``service_account_email`` other than the identity the proxy has,
-the token is that account's, signed by IAM Credentials (``generateIdToken``) on the
-proxy's own credentials: the proxy's identity needs the Service Account OpenID Connect
-Identity Token Creator role (``roles/iam.serviceAccountOpenIdTokenCreator``, part of Token
-Creator) on it, as Cloud Tasks needs Service Account User. ``iam_url`` is that API's
-base URL (Google's by default; a local stand-in in tests).
+the token is that account's, made by IAM Credentials (``generateIdToken``,
+``generateAccessToken``) on the proxy's own credentials: the proxy's identity needs
+``roles/iam.serviceAccountOpenIdTokenCreator`` (ID tokens) or
+``roles/iam.serviceAccountTokenCreator`` (access tokens) on it, as Cloud Tasks needs
+Service Account User. ``iam_url`` is that API's base URL (Google's by default; a local
+stand-in in tests).
 """
 
 from __future__ import annotations
 
 import asyncio
 import calendar
+import datetime
 import logging
 import time
 from collections.abc import Callable
@@ -31,27 +35,31 @@ logger = logging.getLogger("ingest_proxy.auth")
 IAM_CREDENTIALS_URL = "https://iamcredentials.googleapis.com"
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 OPENID_TOKEN_CREATOR = "roles/iam.serviceAccountOpenIdTokenCreator"  # noqa: S105 - a role name
+TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"  # noqa: S105 - a role name
 REFRESH_AHEAD = 300.0  # seconds before expiry a token is replaced (ID tokens live 1 h)
 RETRY_FAILED = 1.0  # seconds before a failed refresh is tried again (attempts back off)
 
 
 class TokenError(Exception):
-    """No ID token can be had right now; the message says why (never holds a token)."""
+    """No token can be had right now; the message says why (never holds a token)."""
 
 
-class IdTokens:
-    """ID tokens for ``audience``, as ``service_account_email`` (``None``: whatever
-    identity the proxy has). ``clock`` gives Unix seconds."""
+class Tokens:
+    """The cache every kind of token shares: one token for ``subject`` (an audience or a
+    scope) as ``service_account_email`` (``None``: whatever identity the proxy has),
+    replaced ahead of expiry, one fetch at a time. ``clock`` gives Unix seconds."""
+
+    kind = "token"
 
     def __init__(
         self,
-        audience: str,
+        subject: str,
         service_account_email: str | None = None,
         *,
         iam_url: str = IAM_CREDENTIALS_URL,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.audience = audience
+        self.subject = subject
         self.service_account_email = service_account_email
         self.iam_url = iam_url.rstrip("/")
         self._clock = clock
@@ -67,7 +75,7 @@ class IdTokens:
         self.fetches = 0  # tokens fetched (for tests and logs; never the token)
 
     async def token(self) -> str:
-        """A valid ID token; raises :class:`TokenError` when none can be had."""
+        """A valid token; raises :class:`TokenError` when none can be had."""
         now = self._clock()
         if self._token and now < self._refresh_at:
             return self._token
@@ -80,7 +88,7 @@ class IdTokens:
             await asyncio.shield(refreshing)  # every caller waits for the one refresh
         if self._token and self._clock() < self._expires_at:
             return self._token
-        raise TokenError(self._failure or "no ID token yet")
+        raise TokenError(self._failure or f"no {self.kind} yet")
 
     async def _refresh(self) -> None:
         try:
@@ -100,7 +108,7 @@ class IdTokens:
 
     def _fail(self, reason: str) -> None:
         self._failed_at = self._clock()
-        self._failure = f"cannot get an ID token for {self.audience}: {reason}"
+        self._failure = f"cannot get an {self.kind} for {self.subject}: {reason}"
         logger.warning("%s", self._failure)
 
     def _fetch(self) -> tuple[str, float]:
@@ -113,22 +121,15 @@ class IdTokens:
             self._own_email = self._identity(request)
         if wanted is not None and wanted != self._own_email:
             return self._impersonated(request, wanted)
-        from google.oauth2 import id_token
+        return self._own(request)
 
-        # A typed alias of an untyped google-auth helper.
-        find: Callable[[str, Any], Any] = id_token.fetch_id_token_credentials
-        if self._credentials is None:
-            self._credentials = find(self.audience, request)
-        credentials = self._credentials
-        credentials.refresh(request)
-        token = str(credentials.token)
-        claims = _claims(token)
-        if wanted is not None and claims.get("email") != wanted:
-            raise TokenError(f"the ID token names {claims.get('email')}, not {wanted}")
-        expiry = credentials.expiry
-        if expiry is not None:
-            return token, float(calendar.timegm(expiry.timetuple()))
-        return token, float(claims["exp"])
+    def _own(self, request: Any) -> tuple[str, float]:
+        """A token of the proxy's own identity (blocking)."""
+        raise NotImplementedError
+
+    def _impersonated(self, request: Any, account: str) -> tuple[str, float]:
+        """A token of ``account``, from IAM Credentials on the proxy's behalf (blocking)."""
+        raise NotImplementedError
 
     def _identity(self, request: Any) -> str:
         """The proxy's own service account (Application Default Credentials)."""
@@ -142,26 +143,89 @@ class IdTokens:
             raise TokenError("the proxy's credentials name no service account")
         return str(email)
 
-    def _impersonated(self, request: Any, account: str) -> tuple[str, float]:
-        """``account``'s ID token from IAM Credentials, signed on the proxy's behalf."""
+    def _iam(self, request: Any, account: str, method: str, body: dict[str, Any]) -> Any:
+        """The JSON answer of IAM Credentials' ``method`` for ``account``, called with the
+        proxy's own credentials; :class:`TokenError` unless it is a 200."""
         from google.auth.transport import requests as transport
 
         authorized: Callable[..., Any] = transport.AuthorizedSession  # a typed alias
         session = authorized(self._source, auth_request=request)
-        url = f"{self.iam_url}/v1/projects/-/serviceAccounts/{account}:generateIdToken"
+        url = f"{self.iam_url}/v1/projects/-/serviceAccounts/{account}:{method}"
         try:
-            answer = session.post(
-                url, json={"audience": self.audience, "includeEmail": True}, timeout=10
-            )
+            answer = session.post(url, json=body, timeout=10)
         finally:
             session.close()
         if answer.status_code != 200:
             raise TokenError(
-                f"IAM Credentials answered {answer.status_code} to signing as {account}: the"
-                f" proxy's identity {self._own_email} needs {OPENID_TOKEN_CREATOR} on it"
+                f"IAM Credentials answered {answer.status_code} to {method} for {account}: the"
+                f" proxy's identity {self._own_email} needs {self.role} on it"
             )
-        token = str(answer.json()["token"])
+        return answer.json()
+
+    role = TOKEN_CREATOR
+
+
+class IdTokens(Tokens):
+    """ID tokens whose ``aud`` is ``audience``."""
+
+    kind = "ID token"
+    role = OPENID_TOKEN_CREATOR
+
+    @property
+    def audience(self) -> str:
+        """The tokens' ``aud``."""
+        return self.subject
+
+    def _own(self, request: Any) -> tuple[str, float]:
+        from google.oauth2 import id_token
+
+        # A typed alias of an untyped google-auth helper.
+        find: Callable[[str, Any], Any] = id_token.fetch_id_token_credentials
+        if self._credentials is None:
+            self._credentials = find(self.audience, request)
+        credentials = self._credentials
+        credentials.refresh(request)
+        token = str(credentials.token)
+        claims = _claims(token)
+        wanted = self.service_account_email
+        if wanted is not None and claims.get("email") != wanted:
+            raise TokenError(f"the ID token names {claims.get('email')}, not {wanted}")
+        expiry = credentials.expiry
+        if expiry is not None:
+            return token, float(calendar.timegm(expiry.timetuple()))
+        return token, float(claims["exp"])
+
+    def _impersonated(self, request: Any, account: str) -> tuple[str, float]:
+        answer = self._iam(
+            request, account, "generateIdToken", {"audience": self.audience, "includeEmail": True}
+        )
+        token = str(answer["token"])
         return token, float(_claims(token)["exp"])
+
+
+class AccessTokens(Tokens):
+    """OAuth access tokens for ``scope`` (Google API targets)."""
+
+    kind = "access token"
+
+    def _own(self, request: Any) -> tuple[str, float]:
+        import google.auth
+
+        if self._credentials is None:
+            default: Callable[..., tuple[Any, str | None]] = google.auth.default
+            self._credentials, _ = default(scopes=[self.subject], request=request)
+        credentials = self._credentials
+        credentials.refresh(request)
+        expiry = credentials.expiry
+        if expiry is None:
+            raise TokenError("the access token has no expiry")
+        return str(credentials.token), float(calendar.timegm(expiry.timetuple()))
+
+    def _impersonated(self, request: Any, account: str) -> tuple[str, float]:
+        body = {"scope": [self.subject], "lifetime": "3600s"}
+        answer = self._iam(request, account, "generateAccessToken", body)
+        expires = datetime.datetime.fromisoformat(str(answer["expireTime"]).replace("Z", "+00:00"))
+        return str(answer["accessToken"]), expires.timestamp()
 
 
 def _claims(token: str) -> dict[str, Any]:
