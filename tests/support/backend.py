@@ -29,7 +29,11 @@ class Received:
         return next((v for k, v in self.headers if k == name), None)
 
 
-Responder = Callable[[Received], "tuple[int, dict[str, str]] | int"]
+# The answer: a status, (status, headers) or (status, headers, body); the body is "ok"
+# unless given.
+Responder = Callable[
+    [Received], "tuple[int, dict[str, str]] | tuple[int, dict[str, str], bytes] | int"
+]
 
 
 @dataclass
@@ -69,7 +73,13 @@ class RecordingBackend:
             if self.delay:
                 await asyncio.sleep(self.delay)
             answer = self.responder(request)
-            status, headers = answer if isinstance(answer, tuple) else (answer, {})
+            payload = b"ok"
+            if isinstance(answer, tuple) and len(answer) == 3:
+                status, headers, payload = answer
+            elif isinstance(answer, tuple):
+                status, headers = answer[0], answer[1]
+            else:
+                status, headers = answer, {}
             with self._lock:
                 self.received.append(request)
         finally:
@@ -77,7 +87,7 @@ class RecordingBackend:
                 self.in_flight -= 1
         raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
         await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-        await send({"type": "http.response.body", "body": b"ok"})
+        await send({"type": "http.response.body", "body": payload})
 
     def wait_for_count(self, count: int, timeout: float = 30.0) -> list[Received]:
         """Block until at least ``count`` requests arrived; return them."""

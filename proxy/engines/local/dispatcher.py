@@ -352,6 +352,8 @@ class Dispatcher:
         and ended as ``outcome`` after ``latency`` seconds, and record what
         :func:`~proxy.engines.retry.decide` makes of it; True when the task is done."""
         self._dispatches[outcome.kind].inc()
+        if self.tokens is not None and outcome.error:
+            outcome.error = self.tokens.redact(outcome.error)
         attempts = task.attempts + 1
         now = self.clock.time()
         first = task.first_attempt_at if task.first_attempt_at is not None else started

@@ -34,10 +34,13 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 OTHER = "invoker@test-project.iam.gserviceaccount.com"
+ADMIN_TOKEN = "admin-token-of-this-test"
 # How the proxy gets its token: (its credentials, the account the queue names).
 MODES = {"metadata": ("metadata", EMAIL), "key_file": ("key_file", EMAIL)}
 MODES["impersonated"] = ("metadata", OTHER)
 MODES["oauth"] = ("key_file", EMAIL)  # an access token for a Google API target
+# The fixture's modes: those, and one whose queue makes one attempt only.
+FIXTURE_MODES = {**MODES, "metadata_once": ("metadata", EMAIL)}
 
 
 class Verifier:
@@ -101,7 +104,8 @@ def proxy(
 ) -> Iterator[tuple[str, str, Path]]:
     """The proxy with one queue at 5/s whose deliveries carry a token (``request.param``:
     a key of MODES, how it gets it); its ingress and admin URLs and its log file."""
-    credentials, account = MODES[request.param]
+    credentials, account = FIXTURE_MODES[request.param]
+    retry = "max_attempts = 1\n" if request.param == "metadata_once" else ""
     verifier.email = account
     verifier.oauth = request.param == "oauth"
     verifier.mode = request.param
@@ -112,11 +116,12 @@ def proxy(
     config.write_text(
         f'[[queues]]\nname = "private"\ntarget = "{backend.url}"\nrate = 5\n'
         f'service_account_email = "{account}"\n{auth}'
-        f'[queues.retry]\nmin_backoff = "100ms"\nmax_backoff = "1s"\n'
+        f'[queues.retry]\nmin_backoff = "100ms"\nmax_backoff = "1s"\n{retry}'
         f'[local]\ndb = "{tmp_path / "tasks.db"}"\niam_credentials_url = "{identity.url}"\n'
         f"[server]\nport = {port}\nadmin_port = {admin}\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_PROXY_")}
+    env["INGEST_PROXY_ADMIN_TOKEN"] = ADMIN_TOKEN
     env.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
     if credentials == "key_file":
         env["GOOGLE_APPLICATION_CREDENTIALS"] = str(identity.key_file(tmp_path))
@@ -287,3 +292,43 @@ def _unverified(token: str) -> tuple[dict[str, object], dict[str, object]]:
         return data
 
     return decode(parts[0]), decode(parts[1])
+
+
+@pytest.mark.parametrize("proxy", ["metadata_once"], indirect=True)
+def test_no_token_reaches_a_dead_letter_or_the_admin_api_even_when_echoed(
+    proxy: tuple[str, str, Path],
+    identity: IdentityServer,
+    backend: RecordingBackend,
+    verifier: Verifier,
+) -> None:
+    """A backend that refuses with its request headers in the answer (a debug endpoint):
+    the task runs out of attempts and becomes a dead letter whose snippet holds
+    ``[token]`` where the token was; the admin API's queue, task and dead-letter views,
+    the log and the metrics hold no token."""
+    url, admin_url, log = proxy
+
+    def echo(request: Received) -> tuple[int, dict[str, str], bytes]:
+        verifier(request)
+        return 403, {}, f"denied: {request.header('authorization')}".encode()
+
+    backend.responder = echo
+    [task] = _send(url, 1)
+    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    def dead_letters() -> list[dict[str, object]]:
+        answer = httpx.get(f"{admin_url}/queues/private/dead-letters", headers=headers, timeout=10)
+        items: list[dict[str, object]] = answer.json()["dead_letters"]
+        return items
+
+    wait_for(lambda: dead_letters(), timeout=30, message="no dead letter")
+    [dead] = dead_letters()
+    assert dead["id"] == task
+    assert dead["response_snippet"] == "denied: Bearer [token]"
+    views = [
+        httpx.get(f"{admin_url}{path}", headers=headers, timeout=10).text
+        for path in ("/queues", "/queues/private", "/queues/private/tasks?view=full")
+    ]
+    text = "".join(views) + json.dumps(dead) + log.read_text()
+    text += httpx.get(f"{admin_url}/metrics", timeout=10).text
+    assert identity.minted
+    assert not any(token in text for token in identity.minted)
