@@ -36,11 +36,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from google.auth import crypt, jwt
+
+from tests.support.certs import private_pem, self_signed
 
 ISSUER = "https://accounts.google.com"
 EMAIL = "proxy@test-project.iam.gserviceaccount.com"
@@ -53,24 +52,8 @@ class SigningKey:
     def __init__(self, key_id: str) -> None:
         self.key_id = key_id
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.private_pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode()
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, key_id)])
-        now = datetime.datetime.now(datetime.UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256())
-        )
-        self.certificate_pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+        self.private_pem = private_pem(key).decode()
+        self.certificate_pem = self_signed(key, key_id).decode()
         self.signer = crypt.RSASigner.from_string(self.private_pem, key_id)
 
 
