@@ -38,6 +38,7 @@ OPENID_TOKEN_CREATOR = "roles/iam.serviceAccountOpenIdTokenCreator"  # noqa: S10
 TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"  # noqa: S105 - a role name
 REFRESH_AHEAD = 300.0  # seconds before expiry a token is replaced (ID tokens live 1 h)
 RETRY_FAILED = 1.0  # seconds before a failed refresh is tried again (attempts back off)
+LOG_EVERY = 10.0  # seconds between two warnings of the same failure (an outage must not flood)
 
 
 class TokenError(Exception):
@@ -71,6 +72,7 @@ class Tokens:
         self._refresh_at = 0.0
         self._failed_at = float("-inf")
         self._failure = ""
+        self._logged_at = float("-inf")
         self._refreshing: asyncio.Task[None] | None = None
         self._recent: list[str] = []  # the tokens handed out lately, to redact
         self.fetches = 0  # tokens fetched (for tests and logs; never the token)
@@ -118,9 +120,12 @@ class Tokens:
             self._refreshing = None
 
     def _fail(self, reason: str) -> None:
-        self._failed_at = self._clock()
-        self._failure = f"cannot get an {self.kind} for {self.subject}: {reason}"
-        logger.warning("%s", self._failure)
+        now = self._clock()
+        failure = f"cannot get an {self.kind} for {self.subject}: {reason}"
+        if failure != self._failure or now - self._logged_at >= LOG_EVERY:
+            logger.warning("%s", failure)
+            self._logged_at = now
+        self._failed_at, self._failure = now, failure
 
     def _fetch(self) -> tuple[str, float]:
         """A token and its expiry (Unix seconds), from google-auth (blocking)."""

@@ -177,3 +177,25 @@ def test_another_account_s_access_token_comes_from_iam_credentials(
     token = asyncio.run(main())
     assert identity.access_token_accounts[token] == OTHER
     assert identity.fetches["iam"] == 1
+
+
+def test_an_outage_is_logged_once_per_ten_seconds_not_per_attempt(
+    identity: IdentityServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Failures with the same reason (the key refused): one warning, then the next after
+    LOG_EVERY seconds (an injected clock), however many attempts ask meanwhile."""
+    monkeypatch.setattr(tokens_module, "RETRY_FAILED", 0.0)
+    identity.refuse_grants = True
+    now = [1000.0]
+
+    async def main() -> None:
+        tokens = IdTokens(AUDIENCE, clock=lambda: now[0])
+        for step in (0.0, 1.0, 2.0, 9.0, 11.0):
+            now[0] = 1000.0 + step
+            with pytest.raises(TokenError):
+                await tokens.token()
+
+    with caplog.at_level("WARNING", logger="ingest_proxy.auth"):
+        asyncio.run(main())
+    warnings = [r for r in caplog.records if r.name == "ingest_proxy.auth"]
+    assert len(warnings) == 2

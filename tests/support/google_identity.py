@@ -19,7 +19,8 @@ services) stands in this form, and the proxy talks to it with the real google-au
 
 Tokens are RS256 JWTs signed by a key made for the test, with the claims Google puts in
 (``iss``, ``aud``, ``azp``, ``email``, ``email_verified``, ``sub``, ``iat``, ``exp``);
-``lifetime`` (seconds) sets ``exp``. ``down`` makes every endpoint answer 503.
+``lifetime`` (seconds) sets ``exp``. ``down`` makes every endpoint answer 503;
+``refuse_grants`` makes ``/token`` refuse every grant (as for a revoked key).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class IdentityServer:
         self.email = email
         self.lifetime = lifetime
         self.down = False
+        self.refuse_grants = False  # /token answers invalid_grant (a revoked key)
         self.google_key = SigningKey("google-key-1")  # signs the ID tokens
         self.account_key = SigningKey("account-key-1")  # the key file's
         self.fetches: Counter[str] = Counter()
@@ -180,6 +182,8 @@ def _handler(server: IdentityServer) -> type[BaseHTTPRequestHandler]:
             if path.endswith((":generateIdToken", ":generateAccessToken")):
                 return self._generate(path, data)
             form = parse_qs(data)
+            if server.refuse_grants:
+                return self._answer(400, json.dumps({"error": "invalid_grant"}), "application/json")
             if path != "/token" or "assertion" not in form:
                 return self._answer(400, json.dumps({"error": "invalid_request"}))
             certs = {server.account_key.key_id: server.account_key.certificate_pem}
