@@ -1,7 +1,11 @@
 """Every Prometheus metric of ingest-proxy, defined in one place.
 
 Each app gets its own :class:`Metrics` on its own registry, so several proxies (tests,
-benchmarks) can live in one process.
+benchmarks) can live in one process. Beside the proxy's own families, each registry has
+the standard process (CPU, memory, open files), platform and garbage-collector ones, and
+no ``*_created`` series (counters' creation times, which no dashboard or alert reads).
+Counters that alerts take ``rate()`` of have their label values at 0 from the start: a
+series that appears with its first error would hide that error from ``rate()``.
 """
 
 from __future__ import annotations
@@ -9,11 +13,22 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from proxy.errors import ConfigError, ProxyError
 from proxy.logsink import dropped_total
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -29,8 +44,13 @@ class Metrics:
     """The proxy's metrics on ``registry`` (a fresh one when omitted)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        _no_created_series()  # process-wide, and the same for every registry
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        if GC_COLLECTOR is not None:  # absent on interpreters without gc.get_stats
+            GCCollector(registry=r)
         # ingress
         self.requests = LoopCounter(
             "ingest_proxy_requests",
@@ -60,6 +80,8 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        for reason in _refusal_codes():
+            self.enqueue_errors.labels(reason)
         self.cloudtasks_rpc_errors = Counter(
             "ingest_proxy_cloudtasks_rpc_errors",
             "Failed Cloud Tasks calls by method and gRPC status code, retried ones included.",
@@ -248,3 +270,20 @@ class LoopHistogramChild:
         cells = self._cells
         cells[bisect_left(self._bounds, value)] += 1
         cells[-1] += value
+
+
+def _refusal_codes() -> list[str]:
+    """The error codes of the proxy's error classes (the reasons alerts and panels read:
+    ``engine_unavailable``, ``backlog_full``, ...); finer codes appear when first sent."""
+    codes: set[str] = set()
+    pending: list[type[ProxyError]] = [ProxyError]
+    while pending:
+        cls = pending.pop()
+        if cls is not ConfigError:  # a start-up error, never an answer
+            codes.add(cls.code)
+        pending.extend(cls.__subclasses__())
+    return sorted(codes)
+
+
+# A typed alias of an untyped prometheus_client switch.
+_no_created_series: Callable[[], None] = disable_created_metrics

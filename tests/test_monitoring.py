@@ -59,3 +59,26 @@ def test_every_queried_metric_exists_on_metrics(tmp_path: Path) -> None:
     queried = {name for expr in _expressions() for name in METRIC.findall(expr)}
     assert queried, "no metric names found in the queries"
     assert queried <= exported, sorted(queried - exported)
+
+
+def test_a_fresh_proxy_exports_process_metrics_and_alerted_counters_at_zero(
+    tmp_path: Path,
+) -> None:
+    """Before any traffic: the process, platform and GC collectors' series are there, the
+    counters alerts take rate() of are at 0 for their reasons (so the first error counts),
+    and no *_created series is."""
+    settings = settings_from_dict(
+        {
+            "queues": [{"name": "q", "target": "http://127.0.0.1:9"}],
+            "local": {"db": str(tmp_path / "m.db")},
+        }
+    )
+    with run_proxy(settings) as proxy:
+        text = httpx.get(f"{proxy.admin_url}/metrics", timeout=10).text
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "python_info"):
+        assert f"\n{name}" in text, name
+    assert "process_open_fds" in text
+    for reason in ("engine_unavailable", "backlog_full", "internal_error"):
+        assert f'ingest_proxy_enqueue_errors_total{{reason="{reason}"}} 0.0' in text
+    assert 'ingest_proxy_dispatches_total{queue="q",status_class="5xx"} 0.0' in text
+    assert "_created" not in text
