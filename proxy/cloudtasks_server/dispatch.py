@@ -27,7 +27,7 @@ import logging
 from collections.abc import Callable
 
 from proxy.cloudtasks_server.tasks import NO_RESPONSE_DEADLINE, NO_RESPONSE_ERROR
-from proxy.engines.delivery import OutgoingRequest, cloud_tasks_headers, joined_headers
+from proxy.engines.delivery import OutgoingRequest, joined_headers
 from proxy.engines.local import attempt
 from proxy.engines.local.dispatcher import LEASE_MARGIN, Dispatcher
 from proxy.engines.local.store.records import AttemptResult, LeasedTask
@@ -83,17 +83,7 @@ class TaskDispatcher(Dispatcher):
     def _request(self, task: LeasedTask, target: TaskTarget) -> OutgoingRequest:
         envelope = task.envelope
         headers = joined_headers(envelope.headers)
-        previous = task.last_status if task.attempts else None
-        headers.update(
-            cloud_tasks_headers(
-                queue=self.short_name,
-                task=envelope.id,
-                retry_count=task.attempts,
-                execution_count=task.responses,
-                eta=task.eta,
-                previous_response=previous,
-            )
-        )
+        headers.update(self.attempt_headers(task, self.short_name))
         if target.token is not None:
             headers = {k: val for k, val in headers.items() if k.lower() != "authorization"}
             headers["authorization"] = "Bearer " + self.token(target.token, self.clock.time())

@@ -50,7 +50,8 @@ class Tokens:
     scope) as ``service_account_email`` (``None``: whatever identity the proxy has),
     replaced ahead of expiry, one fetch at a time. ``clock`` gives Unix seconds."""
 
-    kind = "token"
+    kind = "token"  # for messages
+    role = TOKEN_CREATOR  # the IAM role that lets the proxy make another account's token
 
     def __init__(
         self,
@@ -177,8 +178,6 @@ class Tokens:
                 f" proxy's identity {self._own_email} needs {self.role} on it"
             )
         return answer.json()
-
-    role = TOKEN_CREATOR
 
 
 class IdTokens(Tokens):

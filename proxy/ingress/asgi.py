@@ -10,10 +10,9 @@ from typing import Any
 
 from proxy.errors import BadRequestError, BodyTooLargeError, ProxyError
 from proxy.http.responses import Answer
-from proxy.ingress.head import declares_body
+from proxy.ingress.head import Scope, declares_body
 from proxy.ingress.pipeline import Ingress, Pending, too_large
 
-Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from proxy.errors import BadRequestError, TransferCodingError
 
-Scope = MutableMapping[str, Any]
+Scope = MutableMapping[str, Any]  # an ASGI HTTP scope, as every ingress module takes it
 
 # The request headers the ingress itself reads (uvicorn gives lower-case names).
 _HOST, _CONTENT_LENGTH, _UPGRADE, _TRANSFER_ENCODING, _FORWARDED_FOR, _FORWARDED_PROTO = range(6)

@@ -16,7 +16,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from itertools import chain
 from typing import Any, NamedTuple
 
@@ -37,17 +37,13 @@ from proxy.errors import (
 from proxy.http.responses import Answer, error_response_parts
 from proxy.ingress.control import request_id_from, schedule_time_from, task_id_for_key
 from proxy.ingress.forwarded import TrustedProxies, forwarded_scheme
-from proxy.ingress.head import Head, parse_content_length, read_head
+from proxy.ingress.head import Head, Scope, parse_content_length, read_head
 from proxy.ingress.headers import filter_headers
 from proxy.ingress.routing import Route, Router
 from proxy.ingress.target import check_url_length, delivery_path, delivery_query
 from proxy.logs import FixedLine, emit
 from proxy.metrics import Metrics
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 Respond = Callable[[int, list[tuple[bytes, bytes]], bytes], None]
 
 logger = logging.getLogger("ingest_proxy.ingress")

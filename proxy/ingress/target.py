@@ -6,15 +6,12 @@ whole URL held to Cloud Tasks' length limit."""
 from __future__ import annotations
 
 import re
-from collections.abc import MutableMapping
-from typing import Any
 from urllib.parse import quote
 
 from proxy.errors import BadRequestError, UriTooLongError
+from proxy.ingress.head import Scope
 from proxy.ingress.routing import Route
 from proxy.limits import MAX_URL_LENGTH
-
-Scope = MutableMapping[str, Any]
 
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 # Characters RFC 3986 does not allow as they are (and a "%" that starts no escape): they

@@ -292,22 +292,25 @@ class Dispatcher:
         ``None`` when the task is gone."""
         queue = self.queue
         request = build_request(queue, task.envelope)
-        previous = task.last_status if task.attempts else None
-        request.headers.update(
-            cloud_tasks_headers(
-                queue=queue.name,
-                task=task.envelope.id,
-                retry_count=task.attempts,
-                execution_count=task.responses,
-                eta=task.eta,
-                previous_response=previous,
-            )
-        )
+        request.headers.update(self.attempt_headers(task, queue.name))
         if self.tokens is not None:
-            # Cloud Tasks puts its token in Authorization, whatever the task carried.
-            request.headers.pop("authorization", None)
+            # Cloud Tasks puts its token in Authorization, whatever the task carried (the
+            # ingress gives header names in lower case, so this one replaces the task's).
             request.headers["authorization"] = "Bearer " + await self.tokens.token()
         return request, queue.dispatch_deadline
+
+    @staticmethod
+    def attempt_headers(task: LeasedTask, queue_id: str) -> dict[str, str]:
+        """The ``X-CloudTasks-*`` headers of the next attempt of ``task`` in the queue
+        whose short id is ``queue_id``."""
+        return cloud_tasks_headers(
+            queue=queue_id,
+            task=task.envelope.id,
+            retry_count=task.attempts,
+            execution_count=task.responses,
+            eta=task.eta,
+            previous_response=task.last_status if task.attempts else None,
+        )
 
     async def record_success(self, task: LeasedTask) -> None:
         """``task``'s attempt succeeded: delete it. Lazily: the slot is free once the
