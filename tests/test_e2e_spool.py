@@ -7,11 +7,9 @@ a full spool and a full disk."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import sqlite3
 import subprocess
-import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -24,12 +22,13 @@ from google.cloud.tasks_v2 import RateLimits
 
 from proxy.config.loading import settings_from_dict
 from proxy.engines.cloudtasks.engine import CloudTasksEngine
+from tests.engines.local.test_crash import serve as serve_proxy
 from tests.support.backend import RecordingBackend
 from tests.support.cloudtasks_server import ServerProcess, sync_client
 from tests.support.emulator import LOCATION, PROJECT, queue_path
 from tests.support.fake_cloudtasks import FakeCloudTasks
 from tests.support.lossy_grpc import run_lossy_proxy
-from tests.support.servers import free_port, run_proxy, wait_for
+from tests.support.servers import run_proxy, wait_for
 from tests.support.spike import spike
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,37 +40,16 @@ ADMIN_TOKEN = "spool-admin-token-0123456789"
 def serve(
     spool: Path, cloudtasks: str, target: str, queue: str
 ) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
-    """``python -m proxy serve`` on the Cloud Tasks engine with a spool; yields the
-    process and its two base URLs once /readyz answers 200."""
-    port, admin = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_PROXY_")}
-    env["INGEST_PROXY_ADMIN_TOKEN"] = ADMIN_TOKEN
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "proxy", "serve", "--engine", "cloudtasks",
-            "--project", PROJECT, "--location", LOCATION, "--emulator-host", cloudtasks,
-            "--queue", queue, "--target", target, "--spool", str(spool),
-            "--port", str(port), "--admin-port", str(admin), "--log-level", "error",
-        ],
-        cwd=ROOT,
-        env=env,
-    )  # fmt: skip
-    url, admin_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
-    try:
-        wait_for(lambda: _ready(admin_url, process), timeout=TIMEOUT, interval=0.1)
-        yield process, url, admin_url
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
-
-
-def _ready(admin_url: str, process: subprocess.Popen[bytes]) -> bool:
-    assert process.poll() is None, "the proxy exited during start-up"
-    try:
-        return httpx.get(admin_url + "/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+    """``python -m proxy serve`` on the Cloud Tasks engine with a spool (test_crash.py's
+    launcher: free ports, ready once /readyz answers 200, killed on exit)."""
+    config = spool.with_suffix(".toml")
+    config.write_text(f'[server]\nadmin_token = "{ADMIN_TOKEN}"\n')
+    with serve_proxy(
+        spool.with_suffix(".unused.db"), target, "--config", str(config),
+        "--engine", "cloudtasks", "--project", PROJECT, "--location", LOCATION,
+        "--emulator-host", cloudtasks, "--queue", queue, "--spool", str(spool),
+    ) as running:  # fmt: skip
+        yield running
 
 
 def sample(admin_url: str, name: str) -> float:
