@@ -88,6 +88,45 @@ class Metrics:
             ["method", "code"],
             registry=r,
         )
+        # the Cloud Tasks engine's spool (cloudtasks.spool); at 0 without one
+        self.spool_tasks = Gauge(
+            "ingest_proxy_spool_tasks",
+            "Requests in the Cloud Tasks engine's spool, not yet forwarded to Cloud Tasks.",
+            registry=r,
+        )
+        self.spool_bytes = Gauge(
+            "ingest_proxy_spool_bytes",
+            "Bytes of the CreateTask requests in the spool.",
+            registry=r,
+        )
+        self.spool_oldest_age = Gauge(
+            "ingest_proxy_spool_oldest_age_seconds",
+            "Seconds the oldest request in the spool has waited there (0 when empty).",
+            registry=r,
+        )
+        self.spooled = Counter(
+            "ingest_proxy_spooled",
+            "Requests answered 202 from the spool, by reason (deadline: CreateTask failed"
+            " until the enqueue deadline; breaker: the circuit breaker was open).",
+            ["reason"],
+            registry=r,
+        )
+        self.spool_forwarded = Counter(
+            "ingest_proxy_spool_forwarded",
+            "Spooled requests Cloud Tasks took, by outcome (created; already_existed: an"
+            " earlier CreateTask had landed).",
+            ["outcome"],
+            registry=r,
+        )
+        for label in ("deadline", "breaker"):
+            self.spooled.labels(label)
+        for label in ("created", "already_existed"):
+            self.spool_forwarded.labels(label)
+        self.spool_breaker_state = Gauge(
+            "ingest_proxy_spool_breaker_state",
+            "The CreateTask circuit breaker: 0 closed, 1 half-open, 2 open.",
+            registry=r,
+        )
         # delivery (embedded engine), counted on the dispatchers' event loop
         self.dispatches = LoopCounter(
             "ingest_proxy_dispatches",

@@ -451,9 +451,9 @@ def test_pod_security(rendered: tuple[str, list[dict[str, Any]]]) -> None:
 
 
 def test_engine_specific_shape(rendered: tuple[str, list[dict[str, Any]]], tmp_path: Path) -> None:
-    """Cloud Tasks: a Deployment scaled by an HPA (>= 2) with a PDB and a Workload Identity
-    service account. Embedded: one StatefulSet replica, SQLite file on its volume claim,
-    nothing that could scale it."""
+    """Cloud Tasks: a Deployment (a StatefulSet with a volume claim for the spool) scaled by
+    an HPA (>= 2) with a PDB and a Workload Identity service account. Embedded: one
+    StatefulSet replica, SQLite file on its volume claim, nothing that could scale it."""
     _, docs = rendered
     (workload,) = workloads(docs)
     settings = workload_settings(workload, docs, tmp_path)
@@ -465,7 +465,14 @@ def test_engine_specific_shape(rendered: tuple[str, list[dict[str, Any]]], tmp_p
         if a["metadata"]["name"] == pod["serviceAccountName"]
     ]
     if settings.engine == "cloudtasks":
-        assert workload["kind"] == "Deployment"
+        # With a spool, a StatefulSet: each pod's spool file on a volume claim of its own.
+        assert workload["kind"] == ("StatefulSet" if settings.cloudtasks.spool else "Deployment")
+        if settings.cloudtasks.spool:
+            spool_dir = str(Path(settings.cloudtasks.spool).parent)
+            claims = {c["metadata"]["name"] for c in workload["spec"]["volumeClaimTemplates"]}
+            mounts = proxy_container(workload)["volumeMounts"]
+            (mount,) = [m for m in mounts if m["mountPath"] == spool_dir]
+            assert mount["name"] in claims, "the spool must live on the pod's volume claim"
         assert "replicas" not in workload["spec"], "the HPA owns the replica count"
         (hpa,) = kinds(docs, "HorizontalPodAutoscaler")
         assert hpa["spec"]["scaleTargetRef"]["name"] == workload["metadata"]["name"]

@@ -157,6 +157,32 @@ _SCHEMAS: dict[str, Any] = {
             "next_cursor": _NULLABLE_STRING,
         },
     },
+    "SpoolEntry": {
+        "type": "object",
+        "required": ["id", "name", "queue", "size", "received_at", "spooled_at"],
+        "properties": {
+            "id": {"type": "integer", "description": "arrival order"},
+            "name": {"type": "string", "description": "the full Cloud Tasks task name"},
+            "queue": {"type": "string"},
+            "size": {"type": "integer", "description": "bytes of the CreateTask request"},
+            "received_at": {"type": "number", "description": "Unix seconds"},
+            "spooled_at": {"type": "number", "description": "Unix seconds"},
+            "attempts": {"type": "integer", "description": "failed forwarding attempts"},
+            "last_error": _NULLABLE_STRING,
+        },
+    },
+    "SpoolPage": {
+        "type": "object",
+        "required": ["depth", "bytes", "oldest_age", "breaker", "tasks"],
+        "properties": {
+            "depth": {"type": "integer"},
+            "bytes": {"type": "integer"},
+            "oldest_age": {"type": "number", "description": "seconds"},
+            "breaker": {"type": "string", "enum": ["closed", "half_open", "open"]},
+            "tasks": {"type": "array", "items": _ref("SpoolEntry")},
+            "next_cursor": _NULLABLE_STRING,
+        },
+    },
     "Count": {
         "type": "object",
         "properties": {
@@ -280,6 +306,14 @@ def admin_openapi() -> dict[str, Any]:
             "/queues/{queue}/dead-letters/{task}": {
                 "delete": _op(
                     "Drop one dead letter.", _json(_ref("Count"), "deleted"), params=[_QUEUE, _TASK]
+                )
+            },
+            "/spool": {
+                "get": _op(
+                    "The Cloud Tasks engine's spool: requests waiting for Cloud Tasks, in"
+                    " arrival order (501 without a spool).",
+                    _json(_ref("SpoolPage"), "spooled requests"),
+                    params=[_LIMIT, _CURSOR],
                 )
             },
         },

@@ -23,6 +23,7 @@ from starlette.routing import Route
 from proxy.admin.openapi import admin_openapi
 from proxy.auth import bearer_token, token_matches
 from proxy.engines.admin import DeadLetterInfo, QueueAdmin, TaskInfo
+from proxy.engines.spool_admin import SpoolListing
 from proxy.errors import (
     BadRequestError,
     EngineUnavailableError,
@@ -176,6 +177,28 @@ def build_admin_app(runtime: ProxyState) -> Starlette:
         await admin_ops().drop_dead_letter(name, task)
         return JSONResponse({"deleted": 1})
 
+    async def list_spool(request: Request) -> Response:
+        limit, cursor = page_args(request)
+        spool = getattr(runtime.engine, "spool", None)
+        if not isinstance(spool, SpoolListing):
+            raise NotSupportedError(
+                "No spool is configured: it is a Cloud Tasks engine option (cloudtasks.spool)."
+            )
+        page = await spool.list_entries(limit=limit, cursor=cursor)
+        entries = [dataclasses.asdict(entry) for entry in page.items]
+        for entry in entries:
+            del entry["request"]
+        return JSONResponse(
+            {
+                "depth": spool.depth(),
+                "bytes": spool.size(),
+                "oldest_age": spool.oldest_age(),
+                "breaker": spool.breaker_state(),
+                "tasks": entries,
+                "next_cursor": page.next_cursor,
+            }
+        )
+
     async def proxy_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ProxyError)
         status, headers, body = error_response_parts(exc)
@@ -211,6 +234,7 @@ def build_admin_app(runtime: ProxyState) -> Starlette:
             Route(f"{q}/dead-letters/replay", guarded(replay_all), methods=["POST"]),
             Route(q + "/dead-letters/{task}/replay", guarded(replay_one), methods=["POST"]),
             Route(q + "/dead-letters/{task}", guarded(drop), methods=["DELETE"]),
+            Route("/spool", guarded(list_spool), methods=["GET"]),
         ],
         exception_handlers={ProxyError: proxy_error, HTTPException: http_error},
     )

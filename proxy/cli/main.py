@@ -146,6 +146,7 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--location", help="Cloud Tasks location, e.g. europe-west1")
     parser.add_argument("--service-account", metavar="EMAIL", help="OIDC token identity")
     parser.add_argument("--emulator-host", metavar="HOST:PORT", help="Cloud Tasks emulator")
+    parser.add_argument("--spool", metavar="PATH", help="cloudtasks engine: local spool file")
     parser.add_argument("--max-body-bytes", metavar="N", help="body limit (default 102400)")
 
 

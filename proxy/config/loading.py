@@ -53,6 +53,7 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "location": ("cloudtasks", "location"),
     "service_account": ("cloudtasks", "service_account_email"),
     "emulator_host": ("cloudtasks", "emulator_host"),
+    "spool": ("cloudtasks", "spool"),
     "max_body_bytes": ("limits", "max_body_bytes"),
     "queue": ("", "default_queue"),
 }
@@ -210,6 +211,7 @@ _DURATION_KEYS = {
     "dispatch_deadline",
     "dedup_window",
     "enqueue_deadline",
+    "spool_breaker_open",
     "shutdown_grace",
     "header_timeout",
     "body_timeout",

@@ -166,13 +166,25 @@ class LocalSettings:
 @dataclass(frozen=True, kw_only=True)
 class CloudTasksSettings:
     """Cloud Tasks engine. ``emulator_host`` (``host:port``) switches to an insecure channel;
-    ``enqueue_deadline`` bounds all CreateTask attempts of one request, in seconds."""
+    ``enqueue_deadline`` bounds all CreateTask attempts of one request, in seconds.
+
+    ``spool`` (a SQLite file; ``None``: off) keeps requests Cloud Tasks cannot take within
+    the deadline, up to ``spool_max_tasks`` tasks and ``spool_max_bytes`` bytes, and
+    forwards them at most ``spool_forward_rate`` per second. After
+    ``spool_breaker_failures`` failed CreateTasks in a row, requests go straight to the
+    spool for ``spool_breaker_open`` seconds, then one probe decides."""
 
     project: str | None = None
     location: str | None = None
     service_account_email: str | None = None
     emulator_host: str | None = None
     enqueue_deadline: float = 2.0
+    spool: str | None = None
+    spool_max_tasks: int = 100_000
+    spool_max_bytes: int = 1 << 30
+    spool_forward_rate: float = 50.0
+    spool_breaker_failures: int = 5
+    spool_breaker_open: float = 10.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -335,6 +347,7 @@ def _validate_cloudtasks(ct: CloudTasksSettings, queues: tuple[QueueSettings, ..
         )
     if not 0.1 <= ct.enqueue_deadline <= 60:
         raise ConfigError("cloudtasks.enqueue_deadline", "must be between 0.1s and 60s")
+    _validate_spool(ct)
     for index, queue in enumerate(queues):
         if queue.auth in ("oidc", "oauth") and not (
             queue.service_account_email or ct.service_account_email
@@ -344,3 +357,20 @@ def _validate_cloudtasks(ct: CloudTasksSettings, queues: tuple[QueueSettings, ..
                 "Cloud Tasks signs tokens as a service account: name one (here or as"
                 " cloudtasks.service_account_email)",
             )
+
+
+def _validate_spool(ct: CloudTasksSettings) -> None:
+    if ct.spool is not None and not ct.spool.strip():
+        raise ConfigError("cloudtasks.spool", "must be the path of a file (or left out)")
+    if ct.spool_max_tasks < 1:
+        raise ConfigError("cloudtasks.spool_max_tasks", "must be at least 1")
+    if ct.spool_max_bytes < 1024:
+        raise ConfigError("cloudtasks.spool_max_bytes", "must be at least 1024 bytes")
+    if not 0 < ct.spool_forward_rate <= 500:
+        raise ConfigError(
+            "cloudtasks.spool_forward_rate", "must be more than 0 and at most 500 per second"
+        )
+    if ct.spool_breaker_failures < 1:
+        raise ConfigError("cloudtasks.spool_breaker_failures", "must be at least 1")
+    if not 0.1 <= ct.spool_breaker_open <= 600:
+        raise ConfigError("cloudtasks.spool_breaker_open", "must be between 0.1s and 600s")

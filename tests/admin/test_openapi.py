@@ -40,5 +40,5 @@ def test_guarded_operations_declare_bearer_auth() -> None:
     """Every operation that shows tasks or changes state declares the bearer scheme."""
     for path, item in admin_openapi()["paths"].items():
         for method, operation in item.items():
-            guarded = method != "get" or re.search(r"/(tasks|dead-letters)", path)
+            guarded = method != "get" or re.search(r"/(tasks|dead-letters|spool)", path)
             assert ("security" in operation) == bool(guarded), (path, method)

@@ -51,6 +51,7 @@ class FakeCloudTasks:
         self._metadata: list[dict[str, str]] = []
         self._failures: deque[Failure] = deque()
         self._delays: deque[float] = deque()
+        self._outage: Failure | None = None
         self.missing_queues: set[str] = set()
         self.create_calls = 0
         self.get_queue_calls = 0
@@ -70,6 +71,13 @@ class FakeCloudTasks:
         """Answer the next ``count`` calls (CreateTask or GetQueue) with ``code``."""
         with self._lock:
             self._failures.extend(Failure(code, message, after_store) for _ in range(count))
+
+    def outage(self, code: grpc.StatusCode | None, *, after_store: bool = False) -> None:
+        """Answer every call with ``code`` from now on (after the ones queued by
+        :meth:`fail_next`); ``None`` ends the outage. ``after_store``: CreateTask stores
+        the task first, so the answers alone are lost."""
+        with self._lock:
+            self._outage = None if code is None else Failure(code, "outage", after_store)
 
     def delay_next(self, count: int, seconds: float) -> None:
         """Hold the answers to the next ``count`` calls for ``seconds`` (after storing)."""
@@ -98,7 +106,7 @@ class FakeCloudTasks:
 
     def _next(self) -> tuple[Failure | None, float]:
         with self._lock:
-            failure = self._failures.popleft() if self._failures else None
+            failure = self._failures.popleft() if self._failures else self._outage
             delay = self._delays.popleft() if self._delays else 0.0
         return failure, delay
 

@@ -8,6 +8,9 @@ the client gets its 202; Cloud Tasks itself then delivers it.
   answers 202 unless CreateTask returned OK.
 - Every other failure becomes a proxy error in ``errors.py``, the engine's one error
   boundary.
+- With ``cloudtasks.spool`` set, a request that ran out of transient retries, or comes
+  while the breaker is open, is kept in the local spool instead (``spool.py``) and
+  answered 202 with the same task name; the forwarder creates it later.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from proxy.engines.cloudtasks.request import (
     queue_targets,
     serialize,
 )
+from proxy.engines.cloudtasks.spool import Spool
 from proxy.envelope import EnqueueResult, Envelope
 from proxy.errors import EngineUnavailableError, ProxyError, TaskRejectedError
 from proxy.metrics import Metrics
@@ -101,6 +105,7 @@ class CloudTasksEngine(CloudTasksAdmin):
         self._ready_checked_at = float("-inf")
         self._ready_problem: tuple[str, float] | None = None
         self._logged_at: dict[str, float] = {}
+        self.spool = Spool(settings, metrics) if settings.cloudtasks.spool else None
 
     async def start(self) -> None:
         """Open the gRPC channels (inside the running loop)."""
@@ -112,6 +117,9 @@ class CloudTasksEngine(CloudTasksAdmin):
             CREATE_TASK_METHOD, request_serializer=serialize, response_deserializer=None
         )
         self._ready_lock = asyncio.Lock()
+        if self.spool is not None:
+            # The spooled requests are serialized already: no serializer on this one.
+            await self.spool.start(self._channel.unary_unary(CREATE_TASK_METHOD), self._targets)
 
     @property
     def endpoint(self) -> str:
@@ -124,6 +132,8 @@ class CloudTasksEngine(CloudTasksAdmin):
 
     async def aclose(self) -> None:
         """Close the channels; calls in flight are cancelled."""
+        if self.spool is not None:
+            await self.spool.aclose()
         client, self._client = self._client, None
         channel, self._channel, self._create_task = self._channel, None, None
         if channel is not None:
@@ -148,6 +158,9 @@ class CloudTasksEngine(CloudTasksAdmin):
                 f"No queue is named {envelope.queue!r}.", status=404, code="unknown_queue"
             )
         request = create_task_message(target, envelope)
+        spool = self.spool
+        if spool is not None and spool.goes_first(envelope, target.task_name(envelope.id)):
+            return await spool.admit(envelope, target, request, "breaker")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._budget
         attempts = _Attempts()
@@ -163,8 +176,9 @@ class CloudTasksEngine(CloudTasksAdmin):
                 raise failed.pop()
             return await self._create(create_task, request, envelope, target, deadline, attempts)
 
+        stop = _stop_at(loop, deadline)
         retrying = AsyncRetrying(
-            stop=_stop_at(loop, deadline),
+            stop=stop if spool is None else spool.stop_retrying(stop),
             wait=_WAIT,
             retry=retry_if_exception_type(_TransientError),
             reraise=True,
@@ -172,7 +186,10 @@ class CloudTasksEngine(CloudTasksAdmin):
         try:
             result: EnqueueResult = await retrying(retry)
         except _TransientError as exc:
-            raise self._gave_up(exc.error, target) from None
+            error = self._gave_up(exc.error, target)
+            if spool is None:
+                raise error from None
+            return await spool.admit(envelope, target, request, "deadline")
         return result
 
     def enqueue_nowait(self, envelope: Envelope) -> asyncio.Future[EnqueueResult]:
@@ -195,12 +212,22 @@ class CloudTasksEngine(CloudTasksAdmin):
         except grpc.RpcError as rpc_error:
             exc = from_rpc_error(rpc_error)
             if isinstance(exc, core_exceptions.AlreadyExists):
+                self._answered()
                 return self._already_exists(envelope, attempts)
             self._count("CreateTask", exc)
             if grpc_code(exc) in TRANSIENT:
+                if self.spool is not None:
+                    self.spool.breaker.failure()
                 raise _TransientError(exc) from None
+            self._answered()
             raise self._translate(exc, target) from None
+        self._answered()
         return EnqueueResult(envelope.id, envelope.queue)
+
+    def _answered(self) -> None:
+        """Cloud Tasks answered a CreateTask: the breaker closes."""
+        if self.spool is not None:
+            self.spool.breaker.success()
 
     @staticmethod
     def _already_exists(envelope: Envelope, attempts: _Attempts) -> EnqueueResult:
@@ -261,6 +288,8 @@ class CloudTasksEngine(CloudTasksAdmin):
                     self._ready_checked_at = loop.time()
         if self._ready_problem is not None:
             detail, retry_after = self._ready_problem
+            if retry_after != RETRY_AFTER_SETUP and self.spool and self.spool.accepting():
+                return  # Cloud Tasks is down, but requests are kept in the spool
             raise EngineUnavailableError(detail, retry_after=retry_after)
 
     async def _probe(self) -> tuple[str, float] | None:
