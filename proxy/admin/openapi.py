@@ -311,7 +311,7 @@ def admin_openapi() -> dict[str, Any]:
             "/spool": {
                 "get": _op(
                     "The Cloud Tasks engine's spool: requests waiting for Cloud Tasks, in"
-                    " arrival order (501 without a spool).",
+                    " arrival order (404 without a spool).",
                     _json(_ref("SpoolPage"), "spooled requests"),
                     params=[_LIMIT, _CURSOR],
                 )

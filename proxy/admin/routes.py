@@ -181,7 +181,9 @@ def build_admin_app(runtime: ProxyState) -> Starlette:
         limit, cursor = page_args(request)
         spool = getattr(runtime.engine, "spool", None)
         if not isinstance(spool, SpoolListing):
-            raise NotSupportedError(
+            # A resource this proxy does not have, as an unknown queue is: not a server
+            # error (5xx), whatever the engine.
+            raise NotFoundError(
                 "No spool is configured: it is a Cloud Tasks engine option (cloudtasks.spool)."
             )
         page = await spool.list_entries(limit=limit, cursor=cursor)

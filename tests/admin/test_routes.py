@@ -73,3 +73,21 @@ def test_unknown_admin_path_and_method_get_json_errors() -> None:
         wrong = httpx.post(f"{admin}/healthz")
         assert wrong.status_code == 405
         assert wrong.json()["error"] == "method_not_allowed"
+
+
+def test_the_spool_of_a_proxy_without_one_is_not_found() -> None:
+    """GET /spool on an engine with no spool: 404 as JSON (a missing resource, not a 5xx)."""
+    settings = settings_from_dict(
+        {
+            "queues": [{"name": "q1", "target": "http://127.0.0.1:9"}],
+            "server": {"admin_token": "t0ken-for-the-test"},
+        }
+    )
+    app = create_app(settings, engine=RecordingEngine())
+    with serve_in_thread(create_admin_app(app), lifespan="off") as admin:
+        response = httpx.get(
+            f"{admin}/spool", headers={"Authorization": "Bearer t0ken-for-the-test"}
+        )
+        assert response.status_code == 404
+        assert response.json()["error"] == "not_found"
+        assert "cloudtasks.spool" in response.json()["detail"]
