@@ -39,8 +39,12 @@ __all__ = [
     "retry_after",
 ]
 
+# CANCELLED as an RpcError comes from the other side (a server shutting down with the call
+# in flight; our own cancellations raise asyncio.CancelledError): whether the task landed
+# is unknown, and another attempt with the same name is safe (ALREADY_EXISTS is success).
 TRANSIENT = frozenset(
     {
+        grpc.StatusCode.CANCELLED,
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -22,6 +22,7 @@ def _error(code: grpc.StatusCode, message: str = "it failed") -> core_exceptions
     ("code", "seconds"),
     [
         (grpc.StatusCode.UNAVAILABLE, errors.RETRY_AFTER_TRANSIENT),
+        (grpc.StatusCode.CANCELLED, errors.RETRY_AFTER_TRANSIENT),
         (grpc.StatusCode.INTERNAL, errors.RETRY_AFTER_TRANSIENT),
         (grpc.StatusCode.DEADLINE_EXCEEDED, errors.RETRY_AFTER_TRANSIENT),
         (grpc.StatusCode.RESOURCE_EXHAUSTED, errors.RETRY_AFTER_QUOTA),
@@ -39,6 +40,8 @@ def test_retry_after_is_long_for_setup_problems_and_medium_for_quota(
 
 def test_the_transient_codes_are_the_ones_worth_another_attempt() -> None:
     assert grpc.StatusCode.UNAVAILABLE in errors.TRANSIENT
+    # A server that shut down with the call in flight: it may or may not have landed.
+    assert grpc.StatusCode.CANCELLED in errors.TRANSIENT
     assert grpc.StatusCode.RESOURCE_EXHAUSTED in errors.TRANSIENT
     assert grpc.StatusCode.INVALID_ARGUMENT not in errors.TRANSIENT
     assert grpc.StatusCode.PERMISSION_DENIED not in errors.TRANSIENT
