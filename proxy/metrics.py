@@ -58,6 +58,14 @@ class Metrics:
             ["queue", "code"],
             registry=r,
         )
+        self.duplicate_requests = LoopCounter(
+            "ingest_proxy_duplicate_requests",
+            "Requests answered 202 without storing a task, by queue: their Idempotency-Key"
+            " was seen within the de-dup window, and the answer names the first task. Part of"
+            ' ingest_proxy_requests_total{code="202"}; new tasks are that minus this.',
+            ["queue"],
+            registry=r,
+        )
         self.requests_in_flight = Gauge(
             "ingest_proxy_requests_in_flight", "Ingress requests being handled now.", registry=r
         )
@@ -151,19 +159,32 @@ class Metrics:
         )
         self.commit_batch_size = Histogram(
             "ingest_proxy_commit_batch_size",
-            "Tasks written per SQLite transaction (group commit).",
+            "Tasks stored per SQLite transaction (group commit); duplicates of an"
+            " Idempotency-Key store none and are not counted.",
             buckets=_BATCH_BUCKETS,
             registry=r,
         )
         self.queue_depth = Gauge(
             "ingest_proxy_queue_depth",
-            "Tasks waiting or in flight, by queue.",
+            "Tasks stored and not yet finished (delivered or dead-lettered), by queue: the"
+            " due ones (waiting or in flight) and the scheduled ones not yet due"
+            " (ingest_proxy_scheduled_tasks) together.",
+            ["queue"],
+            registry=r,
+        )
+        self.scheduled_tasks = Gauge(
+            "ingest_proxy_scheduled_tasks",
+            "Tasks whose schedule time is still ahead (X-Delay, X-Not-Before, or a retry's"
+            " backoff), by queue; part of ingest_proxy_queue_depth, and not late.",
             ["queue"],
             registry=r,
         )
         self.oldest_task_age = Gauge(
             "ingest_proxy_oldest_task_age_seconds",
-            "Age of the oldest task not yet delivered, by queue.",
+            "How late the most overdue task is, by queue, in seconds: now minus the schedule"
+            " time (arrival, X-Delay/X-Not-Before, or a retry's) of the due task not yet"
+            " delivered that became due first; 0 when none is due. Tasks scheduled ahead are"
+            " not late.",
             ["queue"],
             registry=r,
         )

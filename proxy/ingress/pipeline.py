@@ -90,6 +90,10 @@ class Ingress:
         self.trusted_proxies = TrustedProxies(settings.server.trusted_proxies)
         self._enqueue_seconds = metrics.enqueue_seconds.labels(engine.name)
         self._answered: dict[tuple[str, int], Any] = {}  # (queue, status) -> counter child
+        # At 0 from the start: panels subtract it from the 202s, which needs the series.
+        self._duplicates = {
+            q.name: metrics.duplicate_requests.labels(q.name) for q in settings.queues
+        }
         self._in_flight = 0
         metrics.requests_in_flight.set_function(lambda: self._in_flight)
         self._submit = engine.enqueue_nowait
@@ -254,6 +258,7 @@ class Ingress:
         info["task"] = result.task_id
         if result.duplicate:
             info["duplicate"] = True
+            self._duplicates[envelope.queue].inc()
         duplicate = ', "duplicate": true' if result.duplicate else ""
         payload = f'{{"task": "{result.task_id}", "queue": "{result.queue}"{duplicate}}}'.encode()
         return (

@@ -341,16 +341,29 @@ class LocalEngine(LocalAdmin):
             m.queue_depth.labels(name).set_function(backlog.depth)
             m.dead_letters.labels(name).set_function(backlog.dead_letters)
             m.dispatch_rate.labels(name).set_function(dispatcher.rate)
-            m.oldest_task_age.labels(name).set_function(functools.partial(self._oldest_age, name))
+            m.oldest_task_age.labels(name).set_function(functools.partial(self._overdue, name))
+            m.scheduled_tasks.labels(name).set_function(functools.partial(self._scheduled, name))
 
-    def _oldest_age(self, queue: str) -> float:
+    def _overdue(self, queue: str) -> float:
+        """Seconds the longest-due task of ``queue`` has been due (0: none is due); NaN when
+        the store cannot be read."""
+        if self._closing:
+            return math.nan
+        now = self.clock.time()
+        try:
+            due_at = self.store.oldest_due_at(queue, now)
+        except EngineUnavailableError:
+            return math.nan
+        return 0.0 if due_at is None else max(0.0, now - due_at)
+
+    def _scheduled(self, queue: str) -> float:
+        """Tasks of ``queue`` not yet due; NaN when the store cannot be read."""
         if self._closing:
             return math.nan
         try:
-            first = self.store.oldest_received_at(queue)
+            return float(self.store.scheduled_count(queue, self.clock.time()))
         except EngineUnavailableError:
             return math.nan
-        return 0.0 if first is None else max(0.0, self.clock.time() - first)
 
     async def _prune_dedup(self) -> None:
         while True:

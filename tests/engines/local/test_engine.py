@@ -10,6 +10,7 @@ import pytest
 
 from proxy.config.loading import settings_from_dict
 from proxy.config.settings import Settings
+from proxy.engines.local.clock import ManualClock
 from proxy.engines.local.engine import LocalEngine
 from proxy.engines.local.store.store import Store
 from proxy.envelope import Envelope
@@ -168,3 +169,34 @@ async def test_deliveries_from_the_loop_or_from_delivery_processes(
     for process in processes_started:
         assert process is not None
         assert process.poll() is not None  # exited and reaped
+
+
+async def test_gauges_count_lateness_from_the_schedule_time(tmp_path: Path) -> None:
+    """A task delayed by 2 h is scheduled, in the depth, and not late; 4 h later (the queue
+    paused, so it stays) it is due and 2 h overdue. The gauges are read as a scrape does."""
+    clock = ManualClock(start=1_700_000_000.0)
+    metrics = Metrics()
+    running = LocalEngine(settings(tmp_path, processes=0), metrics, clock=clock)
+    await running.start()
+
+    def gauges() -> tuple[float | None, ...]:
+        names = ("queue_depth", "scheduled_tasks", "oldest_task_age_seconds")
+        return tuple(
+            metrics.registry.get_sample_value(f"ingest_proxy_{name}", {"queue": "q"})
+            for name in names
+        )
+
+    try:
+        await running.pause_queue("q")
+        now = clock.time()
+        delayed = Envelope(
+            id="later", queue="q", method="POST", path="/", query="", headers=(), body=b"",
+            received_at=now, schedule_time=now + 7200, request_id="r",
+        )  # fmt: skip
+        await running.enqueue(delayed)
+        clock.advance(3600)
+        assert gauges() == (1.0, 1.0, 0.0)
+        clock.advance(3 * 3600)
+        assert gauges() == (1.0, 0.0, 7200.0)
+    finally:
+        await running.aclose()

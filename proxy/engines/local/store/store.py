@@ -69,7 +69,9 @@ FAILURE_MEMORY = 5.0  # seconds a failed durable write keeps readiness down
 class Store:
     """The task store in the SQLite file ``path`` (see the module docstring).
 
-    ``dedup_window`` is in seconds; ``clock`` returns Unix seconds (de-dup times).
+    ``dedup_window`` is in seconds; ``clock`` returns Unix seconds (de-dup times);
+    ``on_batch(n)`` is called in the writer thread after each transaction that stored
+    tasks, with how many (duplicates of an Idempotency-Key store none and are not counted).
     """
 
     def __init__(
@@ -84,7 +86,11 @@ class Store:
         self.path = path
         self.dedup_window = dedup_window
         self.clock = clock
-        self.writer = Writer(path, synchronous=synchronous, on_batch=on_batch)
+        self.on_batch = on_batch
+        self._stored = 0  # tasks inserted by the open transaction (writer thread only)
+        self.writer = Writer(
+            path, synchronous=synchronous, on_transaction_end=self._transaction_ended
+        )
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
 
@@ -180,6 +186,7 @@ class Store:
             for env in envelopes
         ]
         conn.executemany(_INSERT, rows)
+        self._stored += len(rows)
         if keyed:
             conn.executemany("INSERT OR REPLACE INTO dedup VALUES (?, ?, ?)", keyed)
         deltas: dict[str, list[int]] = {}
@@ -193,6 +200,11 @@ class Store:
         for queue, (count, size) in deltas.items():
             bump(conn, queue, count, size, 0)
         return results
+
+    def _transaction_ended(self, committed: bool) -> None:
+        stored, self._stored = self._stored, 0
+        if committed and stored and self.on_batch is not None:
+            self.on_batch(stored)
 
     def _new_ones(
         self,
@@ -381,6 +393,27 @@ class Store:
         """Counters of every queue (blocking, O(queues))."""
         rows = self._read("SELECT queue, tasks, bytes, dead FROM counters WHERE queue != ''")
         return {row[0]: QueueCounts(*row) for row in rows}
+
+    def oldest_due_at(self, queue: str, now: float) -> float | None:
+        """When the task of ``queue`` that has been due longest became due (its schedule
+        time: arrival, X-Delay/X-Not-Before, or the retry's; Unix seconds), ``None`` when
+        none is due at ``now``. Blocking; one index lookup. A task in flight is still due
+        (its lease is in memory); the local Cloud Tasks server's leased rows are not."""
+        rows = self._read(
+            "SELECT MIN(visible_at) FROM tasks INDEXED BY tasks_due"
+            " WHERE queue = ? AND visible_at <= ?",
+            (queue, now),
+        )
+        return None if rows[0][0] is None else float(rows[0][0])
+
+    def scheduled_count(self, queue: str, now: float) -> int:
+        """Tasks of ``queue`` not yet due at ``now`` (delayed, or waiting for a retry).
+        Blocking; a range of the due-time index, about 50 ns per such task."""
+        rows = self._read(
+            "SELECT COUNT(*) FROM tasks INDEXED BY tasks_due WHERE queue = ? AND visible_at > ?",
+            (queue, now),
+        )
+        return int(rows[0][0])
 
     def oldest_received_at(self, queue: str) -> float | None:
         """When the oldest task of ``queue`` not yet completed arrived (Unix seconds),

@@ -96,8 +96,8 @@ class Writer:
     """Owns the write connection to ``path`` and the thread that uses it.
 
     ``synchronous`` is the SQLite level for durable batches (``FULL`` by default);
-    ``on_batch(n)`` is called in the writer thread with the number of durable jobs in each
-    committed batch.
+    ``on_transaction_end(committed)`` is called in the writer thread after each batch's
+    transaction, with whether it committed (the store counts what a batch wrote with it).
     """
 
     def __init__(
@@ -106,12 +106,12 @@ class Writer:
         *,
         synchronous: str = "FULL",
         busy_timeout: float = 2.0,
-        on_batch: Callable[[int], None] | None = None,
+        on_transaction_end: Callable[[bool], None] | None = None,
     ) -> None:
         self.path = path
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
-        self.on_batch = on_batch
+        self.on_transaction_end = on_transaction_end
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()  # lists of jobs, or _STOP
         self._gathering: dict[asyncio.AbstractEventLoop, _Gathering] = {}
         self._thread: threading.Thread | None = None
@@ -373,16 +373,21 @@ class Writer:
             logger.error("task store batch of %d failed: %s", len(jobs), exc)
             if durable:
                 self.last_failure = (time.monotonic(), str(exc))
+            self._ended(committed=False)
             return [(job, None, unavailable(exc)) for job in jobs], False
         except Exception as exc:
             self._rollback(conn)
             logger.exception("task store batch of %d failed", len(jobs))
+            self._ended(committed=False)
             return [(job, None, exc) for job in jobs], False
         if durable:
             self.last_failure = None
-            if self.on_batch is not None:
-                self.on_batch(durable)
+        self._ended(committed=True)
         return results, True
+
+    def _ended(self, *, committed: bool) -> None:
+        if self.on_transaction_end is not None:
+            self.on_transaction_end(committed)
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:

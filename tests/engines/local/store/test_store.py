@@ -134,6 +134,21 @@ async def test_duplicate_keys_in_one_batch(h: Harness) -> None:
     assert h.count() == 1
 
 
+async def test_batch_sizes_count_stored_tasks_only(h: Harness) -> None:
+    """The batch sizes count the tasks a commit stored: a duplicate of an Idempotency-Key
+    (alone or beside new tasks) and the readiness probe store none and are not counted."""
+    await h.store.enqueue(envelope(1, key="k1"))
+    await h.store.enqueue(envelope(2, key="k1"))  # a duplicate alone: no batch of tasks
+    await h.store.probe()
+    release, blocker = await block_writer(h.store)
+    futures = [h.store.enqueue(envelope(n, key="k1" if n == 3 else None)) for n in (3, 4, 5)]
+    release.set()
+    await blocker
+    assert [r.duplicate for r in await asyncio.gather(*futures)] == [True, False, False]
+    assert h.batches == [1, 2]
+    assert h.count() == 3
+
+
 async def test_key_is_reusable_after_the_window(h: Harness) -> None:
     """After dedup_window seconds the same key creates a new task, and pruning forgets it."""
     await h.store.enqueue(envelope(1, key="k1"))
@@ -241,6 +256,41 @@ async def test_oldest_task_age_source(h: Harness) -> None:
     await h.store.enqueue(envelope(5))
     await h.store.enqueue(envelope(1))
     assert h.store.oldest_received_at("q") == 1005.0
+
+
+async def test_due_and_scheduled_tasks(h: Harness) -> None:
+    """A task scheduled ahead is counted as scheduled and is not due until its time; the
+    task due first gives when lateness starts (its schedule time, not its arrival)."""
+    assert (h.store.oldest_due_at("q", 1000.0), h.store.scheduled_count("q", 1000.0)) == (
+        None,
+        0,
+    )
+    await h.store.enqueue(envelope(1, schedule=1001.0 + 7200))  # arrives at 1001
+    await h.store.enqueue(envelope(2, queue="other"))
+    assert (h.store.oldest_due_at("q", 5000.0), h.store.scheduled_count("q", 5000.0)) == (
+        None,
+        1,
+    )
+    await h.store.enqueue(envelope(3))  # arrives at 1003, due at once
+    assert h.store.oldest_due_at("q", 5000.0) == 1003.0
+    at = 1001.0 + 7200 + 60
+    assert (h.store.oldest_due_at("q", at), h.store.scheduled_count("q", at)) == (1003.0, 0)
+    assert h.store.scheduled_count("other", 5000.0) == 0
+
+
+async def test_a_retry_is_due_from_its_own_time(h: Harness) -> None:
+    """A task waiting for its retry is scheduled; once that time comes it is due from it."""
+    await h.store.enqueue(envelope(1))
+    (task,) = (await h.store.lease("q", now=1100.0, limit=1)).tasks
+    await h.store.retry(task, AttemptResult(1100.0, 503, True, "busy"), eta=1160.0)
+    assert (h.store.oldest_due_at("q", 1130.0), h.store.scheduled_count("q", 1130.0)) == (
+        None,
+        1,
+    )
+    assert (h.store.oldest_due_at("q", 1190.0), h.store.scheduled_count("q", 1190.0)) == (
+        1160.0,
+        0,
+    )
 
 
 async def run_on_writer(store: Store, fn: Callable[[sqlite3.Connection], object]) -> None:
