@@ -142,7 +142,7 @@ def build_request(
         _assign(data, fields, value, replace=True)
     try:
         _parse_dict(data, pb)
-    except json_format.ParseError as exc:
+    except (json_format.ParseError, ValueError, TypeError) as exc:
         raise BadRequestError(f"Invalid JSON payload received. {exc}") from None
     return request
 
