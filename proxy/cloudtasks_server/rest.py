@@ -1,11 +1,11 @@
-"""The REST (JSON) surface of the local Cloud Tasks: the ``/v2/...`` routes of the
-CloudTasks HTTP bindings, on the same RPC handlers as gRPC, as a plain ASGI app (served by
-uvicorn; no web framework).
+"""The REST (JSON) surface of the local Cloud Tasks: the ``/v2/...`` HTTP bindings of
+CloudTasks and its Locations mixin (``rest_routes.py``), on the same RPC handlers as gRPC,
+as a plain ASGI app (served by uvicorn; no web framework).
 
-Requests are transcoded as Google's HTTP bindings say: path variables, the JSON body (the
-whole request, or the ``queue`` field for CreateQueue/UpdateQueue), and the other fields
-as query parameters (``pageSize``, ``responseView``, ``updateMask``, ...). Errors are
-``{"error": {"code": <http>, "message": ..., "status": "<GRPC_CODE>"}}``.
+Requests are transcoded as Google's front end does (``rest_request.py``: strict about
+unknown names, either form of a field mask) and answered as it does (``rest_response.py``:
+the proto3 JSON mapping without defaults, ``fields``, ``prettyPrint``, ``alt``). Errors are
+``{"error": {"code": <http>, "message": ..., "status": "<GRPC_CODE>", "details"?}}``.
 """
 
 from __future__ import annotations
@@ -17,112 +17,65 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl, unquote
 
 import grpc
 import uvicorn
 from google.cloud import tasks_v2 as t
-from google.protobuf import json_format
+from google.cloud.location import locations_pb2 as loc  # type: ignore[import-untyped]
 
+from proxy.cloudtasks_server.locations import LocationApi
 from proxy.cloudtasks_server.queue_api import QueueApi
+from proxy.cloudtasks_server.rest_request import (
+    SystemParameters,
+    build_request,
+    system_parameters,
+)
+from proxy.cloudtasks_server.rest_response import JSON, render, render_error
+from proxy.cloudtasks_server.rest_routes import route
 from proxy.cloudtasks_server.runtime import Runtime
 from proxy.cloudtasks_server.task_api import TaskApi
-from proxy.cloudtasks_server.validation import ApiError
+from proxy.cloudtasks_server.validation import ApiError, invalid
 from proxy.errors import EngineUnavailableError
 
 logger = logging.getLogger("ingest_proxy.cloudtasks_server")
 
-MAX_BODY = 64 * 1024 * 1024
-HTTP_STATUS = {
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.INTERNAL: 500,
-}
-# A typed alias of an untyped protobuf helper.
-_parse_dict: Callable[..., Any] = json_format.ParseDict
-Route = tuple[Callable[[Any], Awaitable[Any]], Any, str | None]  # handler, request type, body
+MAX_BODY = 64 * 1024 * 1024  # bytes of a request body
+Rpc = tuple[Callable[[Any], Awaitable[Any]], Any]  # handler, request type
 
 
 class RestApp:
-    """ASGI app serving the CloudTasks REST routes on ``runtime``."""
+    """ASGI app serving the CloudTasks REST routes on ``runtime``; a request body beyond
+    ``max_body`` bytes is refused."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, max_body: int = MAX_BODY) -> None:
         self.rt = runtime
-        self.queues = QueueApi(runtime)
-        self.tasks = TaskApi(runtime)
-
-    def _route(self, method: str, segments: list[str], verb: str) -> tuple[Route, dict[str, str]]:
-        """The handler for ``method`` on ``segments`` (path after /v2/) and the path field."""
-        shapes = {5: "queues", 6: "queue", 7: "tasks", 8: "task"}
-        expected = ["projects", "", "locations", "", "queues", "", "tasks", ""]
-        shape = shapes.get(len(segments), "")
-        if not shape or any(e and e != s for e, s in zip(expected, segments, strict=False)):
-            raise ApiError(grpc.StatusCode.NOT_FOUND, "No such REST route.")
-        q, k = self.queues, self.tasks
-        routes: dict[tuple[str, str], tuple[Route, str]] = {
-            ("GET", "queues"): ((q.list_queues, t.ListQueuesRequest, None), "parent"),
-            ("POST", "queues"): ((q.create_queue, t.CreateQueueRequest, "queue"), "parent"),
-            ("GET", "queue"): ((q.get_queue, t.GetQueueRequest, None), "name"),
-            ("DELETE", "queue"): ((q.delete_queue, t.DeleteQueueRequest, None), "name"),
-            ("PATCH", "queue"): ((q.update_queue, t.UpdateQueueRequest, "queue"), "queue.name"),
-            ("POST", "queue:pause"): ((q.pause_queue, t.PauseQueueRequest, "*"), "name"),
-            ("POST", "queue:resume"): ((q.resume_queue, t.ResumeQueueRequest, "*"), "name"),
-            ("POST", "queue:purge"): ((q.purge_queue, t.PurgeQueueRequest, "*"), "name"),
-            ("GET", "tasks"): ((k.list_tasks, t.ListTasksRequest, None), "parent"),
-            ("POST", "tasks"): ((k.create_task, t.CreateTaskRequest, "*"), "parent"),
-            ("GET", "task"): ((k.get_task, t.GetTaskRequest, None), "name"),
-            ("DELETE", "task"): ((k.delete_task, t.DeleteTaskRequest, None), "name"),
-            ("POST", "task:run"): ((k.run_task, t.RunTaskRequest, "*"), "name"),
+        self.max_body = max_body
+        q, k, where = QueueApi(runtime), TaskApi(runtime), LocationApi(runtime)
+        self.rpcs: dict[str, Rpc] = {
+            "ListQueues": (q.list_queues, t.ListQueuesRequest),
+            "CreateQueue": (q.create_queue, t.CreateQueueRequest),
+            "GetQueue": (q.get_queue, t.GetQueueRequest),
+            "UpdateQueue": (q.update_queue, t.UpdateQueueRequest),
+            "DeleteQueue": (q.delete_queue, t.DeleteQueueRequest),
+            "PauseQueue": (q.pause_queue, t.PauseQueueRequest),
+            "ResumeQueue": (q.resume_queue, t.ResumeQueueRequest),
+            "PurgeQueue": (q.purge_queue, t.PurgeQueueRequest),
+            "ListTasks": (k.list_tasks, t.ListTasksRequest),
+            "CreateTask": (k.create_task, t.CreateTaskRequest),
+            "GetTask": (k.get_task, t.GetTaskRequest),
+            "DeleteTask": (k.delete_task, t.DeleteTaskRequest),
+            "RunTask": (k.run_task, t.RunTaskRequest),
+            "ListLocations": (where.list_locations, loc.ListLocationsRequest),
+            "GetLocation": (where.get_location, loc.GetLocationRequest),
         }
-        found = routes.get((method, f"{shape}:{verb}" if verb else shape))
-        path = "/".join(segments)
-        if shape in ("queues", "tasks"):  # a collection: the field is its parent
-            path = "/".join(segments[:-1])
-        if found is None:
-            raise ApiError(grpc.StatusCode.UNIMPLEMENTED, f"{method} /v2/{path} is not supported.")
-        route, field = found
-        return route, {field: path}
+        self._implemented = frozenset(self.rpcs)
 
-    async def handle(self, method: str, raw_path: str, query: str, body: bytes) -> Any:
-        """Run one REST call; return the response message (``None``: empty)."""
-        if not raw_path.startswith("/v2/"):
-            raise ApiError(grpc.StatusCode.NOT_FOUND, "No such REST route.")
-        rest, _, verb = raw_path[len("/v2/") :].partition(":")
-        segments = [unquote(s) for s in rest.split("/")]
-        (handler, request_type, body_field), fields = self._route(method, segments, verb)
-        data: dict[str, Any] = {}
-        for name, value in parse_qsl(query, keep_blank_values=True):
-            if not name.startswith("$"):
-                data[name] = value
-        if body:
-            try:
-                payload = json.loads(body)
-            except ValueError:
-                raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "The body is not JSON.") from None
-            if body_field == "*":
-                if not isinstance(payload, dict):
-                    raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "The body must be an object.")
-                data.update(payload)
-            elif body_field is not None:
-                data[body_field] = payload
-        for field, value in fields.items():
-            if "." in field:
-                outer, inner = field.split(".")
-                data.setdefault(outer, {})
-                if isinstance(data[outer], dict):
-                    data[outer][inner] = value
-            else:
-                data[field] = value
-        request = request_type()
-        try:
-            _parse_dict(data, request_type.pb(request), ignore_unknown_fields=True)
-        except json_format.ParseError as exc:
-            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"Bad request: {exc}") from None
-        return await handler(request)
+    async def handle(self, method: str, path: str, query: str, body: bytes) -> Any:
+        """Run one REST call on the raw ``path`` and ``query``; return the response
+        message (``None``: empty)."""
+        binding, variables = route(method, path, self._implemented)
+        handler, request_type = self.rpcs[binding.rpc]
+        return await handler(build_request(request_type, variables, binding.body, body, query))
 
     def _keys(self, path: str, scope: Any) -> dict[str, Any] | None:
         """The discovery document and public keys of the server's token signer, for the
@@ -142,42 +95,46 @@ class RestApp:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if len(body) > MAX_BODY:
-                await _send(send, 413, _error(grpc.StatusCode.INVALID_ARGUMENT, "Too large."))
-                return
-            if not message.get("more_body"):
-                break
         path = scope.get("raw_path", scope["path"].encode()).decode("latin-1").split("?")[0]
         query = scope["query_string"].decode("latin-1")
-        keys = self._keys(path, scope)
-        if keys is not None:
-            await _send(send, 200 if keys else 404, json.dumps(keys).encode())
-            return
+        params = SystemParameters()
         try:
+            params = system_parameters(query)
+            body = await _read_body(receive, self.max_body)
+            keys = self._keys(path, scope)
+            if keys is not None:
+                await _send(send, 200 if keys else 404, json.dumps(keys).encode(), JSON)
+                return
             response = await self.handle(scope["method"], path, query, body)
         except ApiError as exc:
-            await _send(send, HTTP_STATUS.get(exc.code, 400), _error(exc.code, exc.message))
+            await _send(send, *render_error(exc, exc.code, exc.message, params))
             return
         except EngineUnavailableError as exc:
-            await _send(send, 503, _error(grpc.StatusCode.UNAVAILABLE, str(exc)))
+            await _send(send, *render_error(exc, grpc.StatusCode.UNAVAILABLE, str(exc), params))
             return
-        except Exception:
+        except Exception as exc:
             logger.exception("REST %s %s failed", scope["method"], path)
-            await _send(send, 500, _error(grpc.StatusCode.INTERNAL, "The call failed."))
+            code = grpc.StatusCode.INTERNAL
+            await _send(send, *render_error(exc, code, "The call failed.", params))
             return
-        # Enum names, as Google's REST API answers, unless the client asks for numbers
-        # ($alt=json;enum-encoding=int, as the client libraries do).
-        numbers = "enum-encoding=int" in unquote(query)
-        text = (
-            "{}"
-            if response is None
-            else type(response).to_json(response, use_integers_for_enums=numbers)
-        )
-        await _send(send, 200, text.encode())
+        try:
+            text, content_type = render(response, params)
+        except ApiError as exc:  # a fields selector naming no field
+            await _send(send, *render_error(exc, exc.code, exc.message, params))
+            return
+        await _send(send, 200, text, content_type)
+
+
+async def _read_body(receive: Any, limit: int) -> bytes:
+    """The request body; INVALID_ARGUMENT beyond ``limit`` bytes, as Google answers."""
+    body = b""
+    while True:
+        message = await receive()
+        body += bytes(message.get("body", b""))
+        if len(body) > limit:
+            raise invalid(f"Request payload size exceeds the limit: {limit} bytes.")
+        if not message.get("more_body"):
+            return body
 
 
 _KEY_PATHS = frozenset(
@@ -185,13 +142,8 @@ _KEY_PATHS = frozenset(
 )
 
 
-def _error(code: grpc.StatusCode, message: str) -> bytes:
-    status = HTTP_STATUS.get(code, 400)
-    return json.dumps({"error": {"code": status, "message": message, "status": code.name}}).encode()
-
-
-async def _send(send: Any, status: int, body: bytes) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+async def _send(send: Any, status: int, body: bytes, content_type: bytes) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -16,7 +16,9 @@ from typing import Any
 
 import grpc
 from google.cloud import tasks_v2
+from google.cloud.location import locations_pb2  # type: ignore[import-untyped]
 
+from proxy.cloudtasks_server.locations import LocationApi
 from proxy.cloudtasks_server.queue_api import QueueApi
 from proxy.cloudtasks_server.rest import RestServer
 from proxy.cloudtasks_server.runtime import Runtime
@@ -27,6 +29,7 @@ from proxy.errors import EngineUnavailableError
 logger = logging.getLogger("ingest_proxy.cloudtasks_server")
 
 SERVICE = "google.cloud.tasks.v2.CloudTasks"
+LOCATIONS_SERVICE = "google.cloud.location.Locations"
 Handler = Callable[[Any], Awaitable[Any]]
 
 
@@ -72,19 +75,48 @@ def _wrap(name: str, handler: Handler) -> Callable[[Any, Any], Awaitable[Any]]:
     return call
 
 
+def _service(name: str, methods: dict[str, tuple[Handler, Any, Any]]) -> grpc.GenericRpcHandler:
+    """The unary methods of service ``name``: handler, request parser, response serializer."""
+    return grpc.method_handlers_generic_handler(
+        name,
+        {
+            method: grpc.unary_unary_rpc_method_handler(
+                _wrap(method, fn), request_deserializer=parse, response_serializer=serialize
+            )
+            for method, (fn, parse, serialize) in methods.items()
+        },
+    )
+
+
 def handler(runtime: Runtime) -> grpc.GenericRpcHandler:
     """The CloudTasks service on ``runtime``; unimplemented methods (IAM, CMEK, Buffer,
     batch) answer UNIMPLEMENTED, as grpc does for unknown methods."""
     queues, tasks = QueueApi(runtime), TaskApi(runtime)
-    return grpc.method_handlers_generic_handler(
+    return _service(
         SERVICE,
         {
-            name: grpc.unary_unary_rpc_method_handler(
-                _wrap(name, fn),
-                request_deserializer=request_type.deserialize,
-                response_serializer=response_type.serialize,
-            )
+            name: (fn, request_type.deserialize, response_type.serialize)
             for name, (fn, request_type, response_type) in _methods(queues, tasks).items()
+        },
+    )
+
+
+def locations_handler(runtime: Runtime) -> grpc.GenericRpcHandler:
+    """The Locations mixin (ListLocations, GetLocation) that Google's clients offer."""
+    api, loc = LocationApi(runtime), locations_pb2
+    return _service(
+        LOCATIONS_SERVICE,
+        {
+            "ListLocations": (
+                api.list_locations,
+                loc.ListLocationsRequest.FromString,
+                loc.ListLocationsResponse.SerializeToString,
+            ),
+            "GetLocation": (
+                api.get_location,
+                loc.GetLocationRequest.FromString,
+                loc.Location.SerializeToString,
+            ),
         },
     )
 
@@ -119,7 +151,7 @@ class LocalCloudTasks:
         """Open the store, then serve."""
         await self.runtime.start()
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
-        server.add_generic_rpc_handlers((handler(self.runtime),))
+        server.add_generic_rpc_handlers((handler(self.runtime), locations_handler(self.runtime)))
         try:
             self.port = server.add_insecure_port(f"{self.host}:{self.port}")
             await server.start()

@@ -253,6 +253,26 @@ def test_purge_deletes_tasks_and_sets_purge_time(api: Api, parent: str) -> None:
     assert api.pages("list_tasks", parent=queue.name) == [[]]
 
 
+@diverges("has no Locations service (UNIMPLEMENTED)")
+def test_list_locations_lists_the_locations_in_use(api: Api, parent: str) -> None:
+    """ListLocations of a project lists the locations holding its queues (the parent's among
+    them), each named projects/P/locations/ID."""
+    make_queue(api, parent)
+    project = parent.split("/")[1]
+    response = api.list_locations(name=f"projects/{project}")
+    ids = [location.location_id for location in response.locations]
+    assert parent.rsplit("/", 1)[1] in ids
+    for location in response.locations:
+        assert location.name == f"projects/{project}/locations/{location.location_id}"
+
+
+@diverges("has no Locations service (UNIMPLEMENTED)")
+def test_get_location(api: Api, parent: str) -> None:
+    """GetLocation of projects/P/locations/L answers that location and its id."""
+    location = api.get_location(name=parent)
+    assert (location.name, location.location_id) == (parent, parent.rsplit("/", 1)[1])
+
+
 # ---------------------------------------------------------------- tasks
 
 
