@@ -2,6 +2,9 @@
 CloudTasks HTTP bindings, on the same RPC handlers as gRPC, as a plain ASGI app (served by
 uvicorn; no web framework).
 
+Besides the CloudTasks routes, ``GET /v2/projects/P/locations/L/operations/ID`` is the
+Operations service's GetOperation (how the clients poll BatchCreateTasks).
+
 Requests are transcoded as Google's HTTP bindings say: path variables, the JSON body (the
 whole request, or the ``queue`` field for CreateQueue/UpdateQueue), and the other fields
 as query parameters (``pageSize``, ``responseView``, ``updateMask``, ...). Errors are
@@ -22,8 +25,11 @@ from urllib.parse import parse_qsl, unquote
 import grpc
 import uvicorn
 from google.cloud import tasks_v2 as t
+from google.longrunning import operations_pb2
 from google.protobuf import json_format
+from google.protobuf import message as pb_message
 
+from proxy.cloudtasks_server.operations import OperationApi
 from proxy.cloudtasks_server.queue_api import QueueApi
 from proxy.cloudtasks_server.runtime import Runtime
 from proxy.cloudtasks_server.task_api import TaskApi
@@ -42,8 +48,9 @@ HTTP_STATUS = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.INTERNAL: 500,
 }
-# A typed alias of an untyped protobuf helper.
+# Typed aliases of untyped protobuf helpers.
 _parse_dict: Callable[..., Any] = json_format.ParseDict
+_to_json: Callable[..., str] = json_format.MessageToJson
 Route = tuple[Callable[[Any], Awaitable[Any]], Any, str | None]  # handler, request type, body
 
 
@@ -54,11 +61,15 @@ class RestApp:
         self.rt = runtime
         self.queues = QueueApi(runtime)
         self.tasks = TaskApi(runtime)
+        self.operations = OperationApi(runtime)
 
     def _route(self, method: str, segments: list[str], verb: str) -> tuple[Route, dict[str, str]]:
         """The handler for ``method`` on ``segments`` (path after /v2/) and the path field."""
         shapes = {5: "queues", 6: "queue", 7: "tasks", 8: "task"}
         expected = ["projects", "", "locations", "", "queues", "", "tasks", ""]
+        if len(segments) == 6 and segments[4] == "operations" and method == "GET" and not verb:
+            get = self.operations.get_operation
+            return (get, _GetOperationRequest, None), {"name": "/".join(segments)}
         shape = shapes.get(len(segments), "")
         if not shape or any(e and e != s for e, s in zip(expected, segments, strict=False)):
             raise ApiError(grpc.StatusCode.NOT_FOUND, "No such REST route.")
@@ -74,6 +85,10 @@ class RestApp:
             ("POST", "queue:purge"): ((q.purge_queue, t.PurgeQueueRequest, "*"), "name"),
             ("GET", "tasks"): ((k.list_tasks, t.ListTasksRequest, None), "parent"),
             ("POST", "tasks"): ((k.create_task, t.CreateTaskRequest, "*"), "parent"),
+            ("POST", "tasks:batchCreate"): (
+                (k.batch_create_tasks, t.BatchCreateTasksRequest, "*"),
+                "parent",
+            ),
             ("GET", "task"): ((k.get_task, t.GetTaskRequest, None), "name"),
             ("DELETE", "task"): ((k.delete_task, t.DeleteTaskRequest, None), "name"),
             ("POST", "task:run"): ((k.run_task, t.RunTaskRequest, "*"), "name"),
@@ -118,8 +133,9 @@ class RestApp:
             else:
                 data[field] = value
         request = request_type()
+        message = request if isinstance(request, pb_message.Message) else request_type.pb(request)
         try:
-            _parse_dict(data, request_type.pb(request), ignore_unknown_fields=True)
+            _parse_dict(data, message, ignore_unknown_fields=True)
         except json_format.ParseError as exc:
             raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"Bad request: {exc}") from None
         return await handler(request)
@@ -172,14 +188,16 @@ class RestApp:
         # Enum names, as Google's REST API answers, unless the client asks for numbers
         # ($alt=json;enum-encoding=int, as the client libraries do).
         numbers = "enum-encoding=int" in unquote(query)
-        text = (
-            "{}"
-            if response is None
-            else type(response).to_json(response, use_integers_for_enums=numbers)
-        )
+        if response is None:
+            text = "{}"
+        elif isinstance(response, pb_message.Message):  # google.longrunning.Operation
+            text = _to_json(response, use_integers_for_enums=numbers)
+        else:
+            text = type(response).to_json(response, use_integers_for_enums=numbers)
         await _send(send, 200, text.encode())
 
 
+_GetOperationRequest: Any = operations_pb2.GetOperationRequest
 _KEY_PATHS = frozenset(
     {"/.well-known/openid-configuration", "/oauth2/v3/certs", "/oauth2/v1/certs"}
 )

@@ -16,7 +16,9 @@ from typing import Any
 
 import grpc
 from google.cloud import tasks_v2
+from google.longrunning import operations_pb2
 
+from proxy.cloudtasks_server.operations import OperationApi, encode
 from proxy.cloudtasks_server.queue_api import QueueApi
 from proxy.cloudtasks_server.rest import RestServer
 from proxy.cloudtasks_server.runtime import Runtime
@@ -27,6 +29,7 @@ from proxy.errors import EngineUnavailableError
 logger = logging.getLogger("ingest_proxy.cloudtasks_server")
 
 SERVICE = "google.cloud.tasks.v2.CloudTasks"
+OPERATIONS_SERVICE = "google.longrunning.Operations"
 Handler = Callable[[Any], Awaitable[Any]]
 
 
@@ -36,6 +39,13 @@ class _Empty:
     @staticmethod
     def serialize(_: object) -> bytes:
         return b""  # an empty message
+
+
+class _Operation:
+    """(De)serializers of the google.longrunning messages (plain protobuf classes)."""
+
+    serialize = staticmethod(encode)
+    deserialize = operations_pb2.GetOperationRequest.FromString
 
 
 def _methods(queues: QueueApi, tasks: TaskApi) -> dict[str, tuple[Handler, Any, Any]]:
@@ -50,6 +60,7 @@ def _methods(queues: QueueApi, tasks: TaskApi) -> dict[str, tuple[Handler, Any, 
         "ResumeQueue": (queues.resume_queue, t.ResumeQueueRequest, t.Queue),
         "PurgeQueue": (queues.purge_queue, t.PurgeQueueRequest, t.Queue),
         "CreateTask": (tasks.create_task, t.CreateTaskRequest, t.Task),
+        "BatchCreateTasks": (tasks.batch_create_tasks, t.BatchCreateTasksRequest, _Operation),
         "GetTask": (tasks.get_task, t.GetTaskRequest, t.Task),
         "ListTasks": (tasks.list_tasks, t.ListTasksRequest, t.ListTasksResponse),
         "DeleteTask": (tasks.delete_task, t.DeleteTaskRequest, _Empty),
@@ -72,21 +83,31 @@ def _wrap(name: str, handler: Handler) -> Callable[[Any, Any], Awaitable[Any]]:
     return call
 
 
-def handler(runtime: Runtime) -> grpc.GenericRpcHandler:
-    """The CloudTasks service on ``runtime``; unimplemented methods (IAM, CMEK, Buffer,
-    batch) answer UNIMPLEMENTED, as grpc does for unknown methods."""
-    queues, tasks = QueueApi(runtime), TaskApi(runtime)
+def _generic(service: str, methods: dict[str, tuple[Handler, Any, Any]]) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(
-        SERVICE,
+        service,
         {
             name: grpc.unary_unary_rpc_method_handler(
                 _wrap(name, fn),
                 request_deserializer=request_type.deserialize,
                 response_serializer=response_type.serialize,
             )
-            for name, (fn, request_type, response_type) in _methods(queues, tasks).items()
+            for name, (fn, request_type, response_type) in methods.items()
         },
     )
+
+
+def handler(runtime: Runtime) -> grpc.GenericRpcHandler:
+    """The CloudTasks service on ``runtime``; unimplemented methods (IAM, CMEK, Buffer,
+    BatchDeleteTasks) answer UNIMPLEMENTED, as grpc does for unknown methods."""
+    return _generic(SERVICE, _methods(QueueApi(runtime), TaskApi(runtime)))
+
+
+def operations_handler(runtime: Runtime) -> grpc.GenericRpcHandler:
+    """The google.longrunning.Operations service the clients poll BatchCreateTasks with:
+    GetOperation (the other methods answer UNIMPLEMENTED)."""
+    get = OperationApi(runtime).get_operation
+    return _generic(OPERATIONS_SERVICE, {"GetOperation": (get, _Operation, _Operation)})
 
 
 class LocalCloudTasks:
@@ -119,7 +140,7 @@ class LocalCloudTasks:
         """Open the store, then serve."""
         await self.runtime.start()
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
-        server.add_generic_rpc_handlers((handler(self.runtime),))
+        server.add_generic_rpc_handlers((handler(self.runtime), operations_handler(self.runtime)))
         try:
             self.port = server.add_insecure_port(f"{self.host}:{self.port}")
             await server.start()
