@@ -7,7 +7,9 @@ proxy's:
 
 - The request goes to the **task's own URL** (Cloud Tasks), not to a configured target
   (the proxy). That is why this server binds 127.0.0.1 by default: whoever can create a
-  task chooses where the server sends requests.
+  task chooses where the server sends requests. A queue-level ``http_target``
+  (:attr:`TaskDispatcher.routing`, ``routing.py``) overrides the URL, method, headers and
+  token of every attempt.
 - Each attempt uses the task's ``dispatch_deadline``; an OIDC/OAuth token request becomes
   a token signed by the server's own key in ``Authorization: Bearer`` (``signing.py``;
   an unsigned stand-in with ``--unsigned-tokens``).
@@ -26,6 +28,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from proxy.cloudtasks_server.routing import QueueRouting
 from proxy.cloudtasks_server.tasks import NO_RESPONSE_DEADLINE, NO_RESPONSE_ERROR
 from proxy.engines.delivery import OutgoingRequest, joined_headers
 from proxy.engines.local import attempt
@@ -42,6 +45,7 @@ class TaskDispatcher(Dispatcher):
     GIVE_UP_RESULT = "deleted: out of retries"
     GIVE_UP_LEVEL = logging.INFO
     short_name = ""
+    routing: QueueRouting | None = None  # the queue's http_target, set by the runtime
     manual: set[asyncio.Task[bool]]  # RunTask attempts in flight
 
     def configure(
@@ -82,12 +86,19 @@ class TaskDispatcher(Dispatcher):
 
     def _request(self, task: LeasedTask, target: TaskTarget) -> OutgoingRequest:
         envelope = task.envelope
+        method, url, body = envelope.method, target.url, envelope.body
         headers = joined_headers(envelope.headers)
+        token = target.token
+        routing = self.routing
+        if routing is not None:
+            url = routing.url(target.url)
+            method, headers, body = routing.request(method, headers, body)
+            token = routing.token_for(target.token, target.url, url)
         headers.update(self.attempt_headers(task, self.short_name))
-        if target.token is not None:
+        if token is not None:
             headers = {k: val for k, val in headers.items() if k.lower() != "authorization"}
-            headers["authorization"] = "Bearer " + self.token(target.token, self.clock.time())
-        return OutgoingRequest(envelope.method, target.url, headers, envelope.body)
+            headers["authorization"] = "Bearer " + self.token(token, self.clock.time())
+        return OutgoingRequest(method, url, headers, body)
 
     # ------------------------------------------------------------ the hooks
 

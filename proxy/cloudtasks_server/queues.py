@@ -4,19 +4,28 @@ documented defaults, limits and UpdateQueue field masks.
 Defaults when a field is unset (0 in proto3): rate 500/s, concurrency 1000, max_attempts
 100, min_backoff 0.1 s, max_backoff 3600 s, max_doublings 16, max_retry_duration 0
 (unlimited). ``max_burst_size`` is output-only and derived from the rate (10 at 1/s,
-otherwise rate/5, rounded up: 100 at 500/s). Queue-level ``http_target`` and App Engine
-routing are not supported by this server (UNIMPLEMENTED).
+otherwise rate/5, rounded up: 100 at 500/s). Queue-level ``http_target`` is kept as the
+serialized message and applied at delivery (``routing.py``); App Engine routing is not
+supported by this server (UNIMPLEMENTED).
 """
 
 from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, replace
+from typing import Any
 
 import grpc
-from google.cloud.tasks_v2 import Queue, RateLimits, RetryConfig, StackdriverLoggingConfig
+from google.cloud.tasks_v2 import (
+    HttpTarget,
+    Queue,
+    RateLimits,
+    RetryConfig,
+    StackdriverLoggingConfig,
+)
 
 from proxy import limits
+from proxy.cloudtasks_server import routing
 from proxy.cloudtasks_server import validation as v
 from proxy.cloudtasks_server.validation import ApiError, invalid
 from proxy.config.settings import QueueSettings, RetrySettings
@@ -41,7 +50,8 @@ _UPDATABLE = {
     "stackdriver_logging_config.sampling_ratio",
 }
 _OUTPUT_ONLY = {"name", "rate_limits.max_burst_size", "purge_time"}
-_UNSUPPORTED = ("app_engine_routing_override", "http_target")
+_UNSUPPORTED = ("app_engine_routing_override",)
+_TARGET = "http_target"  # its paths go as deep as the HttpTarget message does
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +70,7 @@ class QueueConfig:
     sampling_ratio: float = 0.0
     state: int = RUNNING
     purge_time: float = 0.0
+    http_target: bytes = b""  # the serialized queue-level HttpTarget; empty: none
 
     @property
     def burst(self) -> int:
@@ -118,6 +129,8 @@ def to_message(config: QueueConfig) -> Queue:
     )
     if config.purge_time:
         Queue.pb(queue).purge_time.FromNanoseconds(round(config.purge_time * 1e6) * 1000)
+    if config.http_target:
+        queue.http_target = HttpTarget.deserialize(config.http_target)
     return queue
 
 
@@ -158,9 +171,53 @@ def _merge(config: QueueConfig, queue: Queue, paths: set[str] | None) -> QueueCo
         changes["max_retry_duration"] = float(int(v.seconds(retry.max_retry_duration) or 0))
     if wanted("stackdriver_logging_config.sampling_ratio"):
         changes["sampling_ratio"] = float(queue.stackdriver_logging_config.sampling_ratio)
+    target_paths = [_TARGET] if paths is None else [p for p in paths if p.split(".")[0] == _TARGET]
+    if target_paths and (paths is not None or _TARGET in queue):
+        changes["http_target"] = _merged_target(config.http_target, queue, target_paths)
     merged = replace(config, **changes)  # type: ignore[arg-type]
     check(merged)
     return merged
+
+
+def _merged_target(stored: bytes, queue: Queue, paths: list[str]) -> bytes:
+    """The stored target with the fields of ``queue.http_target`` that ``paths`` name
+    (``http_target`` itself: the whole message; a field absent from ``queue`` is cleared),
+    checked; empty bytes when nothing is left."""
+    given = HttpTarget.pb(queue.http_target)
+    target = HttpTarget.pb(HttpTarget.deserialize(stored))
+    for path in paths:
+        parts = path.split(".")[1:]
+        if not parts:
+            target.CopyFrom(given)
+            continue
+        _copy_field(given, target, parts, path)
+    routing.check(HttpTarget.wrap(target))
+    return bytes(target.SerializeToString())
+
+
+def _copy_field(source: Any, destination: Any, parts: list[str], path: str) -> None:
+    """Copy the field ``parts`` names from ``source`` to ``destination`` (clear it when
+    ``source`` has none); INVALID_ARGUMENT for a path HttpTarget does not have."""
+    *outer, leaf = parts
+    for name in outer:
+        field = source.DESCRIPTOR.fields_by_name.get(name)
+        if field is None or field.message_type is None or field.is_repeated:
+            raise invalid(f"Unknown field mask path: {path}.")
+        source, destination = getattr(source, name), getattr(destination, name)
+    field = source.DESCRIPTOR.fields_by_name.get(leaf)
+    if field is None:
+        raise invalid(f"Unknown field mask path: {path}.")
+    if field.is_repeated:
+        destination.ClearField(leaf)
+        getattr(destination, leaf).extend(getattr(source, leaf))
+    elif not field.has_presence:
+        setattr(destination, leaf, getattr(source, leaf))
+    elif not source.HasField(leaf):
+        destination.ClearField(leaf)
+    elif field.message_type is not None:
+        getattr(destination, leaf).CopyFrom(getattr(source, leaf))
+    else:
+        setattr(destination, leaf, getattr(source, leaf))
 
 
 def check(config: QueueConfig) -> None:
@@ -196,7 +253,11 @@ def for_update(current: QueueConfig | None, queue: Queue, mask: list[str]) -> Qu
     name = v.parse_queue_name(queue.name)
     paths = set(mask) or None
     if paths is not None:
-        unknown = sorted(p for p in paths if p not in _UPDATABLE and p not in _OUTPUT_ONLY)
+        unknown = sorted(
+            p
+            for p in paths
+            if p not in _UPDATABLE and p not in _OUTPUT_ONLY and p.split(".")[0] != _TARGET
+        )
         if any(p.split(".")[0] in _UNSUPPORTED for p in unknown):
             _check_unsupported(queue)
         if "state" in unknown:

@@ -22,8 +22,10 @@ import grpc
 import uvicorn
 from google.cloud import tasks_v2 as t
 from google.cloud.location import locations_pb2 as loc  # type: ignore[import-untyped]
+from google.longrunning import operations_pb2
 
 from proxy.cloudtasks_server.locations import LocationApi
+from proxy.cloudtasks_server.operations import OperationApi
 from proxy.cloudtasks_server.queue_api import QueueApi
 from proxy.cloudtasks_server.rest_request import (
     SystemParameters,
@@ -51,6 +53,7 @@ class RestApp:
         self.rt = runtime
         self.max_body = max_body
         q, k, where = QueueApi(runtime), TaskApi(runtime), LocationApi(runtime)
+        operations = OperationApi(runtime)
         self.rpcs: dict[str, Rpc] = {
             "ListQueues": (q.list_queues, t.ListQueuesRequest),
             "CreateQueue": (q.create_queue, t.CreateQueueRequest),
@@ -62,11 +65,13 @@ class RestApp:
             "PurgeQueue": (q.purge_queue, t.PurgeQueueRequest),
             "ListTasks": (k.list_tasks, t.ListTasksRequest),
             "CreateTask": (k.create_task, t.CreateTaskRequest),
+            "BatchCreateTasks": (k.batch_create_tasks, t.BatchCreateTasksRequest),
             "GetTask": (k.get_task, t.GetTaskRequest),
             "DeleteTask": (k.delete_task, t.DeleteTaskRequest),
             "RunTask": (k.run_task, t.RunTaskRequest),
             "ListLocations": (where.list_locations, loc.ListLocationsRequest),
             "GetLocation": (where.get_location, loc.GetLocationRequest),
+            "GetOperation": (operations.get_operation, operations_pb2.GetOperationRequest),
         }
         self._implemented = frozenset(self.rpcs)
 

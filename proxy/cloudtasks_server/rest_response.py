@@ -17,7 +17,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
+from google.rpc import error_details_pb2, status_pb2
 
 from proxy.cloudtasks_server.rest_request import BadRequestError, SystemParameters
 

@@ -13,6 +13,7 @@ import logging
 import sqlite3
 from pathlib import Path
 
+from proxy.cloudtasks_server import routing
 from proxy.cloudtasks_server.dispatch import TaskDispatcher
 from proxy.cloudtasks_server.queues import PAUSED, QueueConfig
 from proxy.cloudtasks_server.signing import LocalSigner
@@ -36,6 +37,9 @@ logger = logging.getLogger("ingest_proxy.cloudtasks_server")
 
 PRUNE_INTERVAL = 60.0  # seconds between sweeps of expired tasks and name blocks
 TASK_RETENTION = 31 * 86400.0  # seconds: a task is deleted this long after its creation
+# seconds a finished operation (BatchCreateTasks) stays readable, and its request_id
+# de-duplicated: this server's choice, Cloud Tasks documents none.
+OPERATION_RETENTION = 86400.0
 SHUTDOWN_GRACE = 5.0  # seconds attempts in flight get at shutdown
 
 
@@ -124,7 +128,10 @@ class Runtime:
             now = self.clock.time()
             try:
                 expired = await self.server_store.prune(
-                    now, queue_block=QUEUE_NAME_BLOCK, retention=TASK_RETENTION
+                    now,
+                    queue_block=QUEUE_NAME_BLOCK,
+                    retention=TASK_RETENTION,
+                    operation_retention=OPERATION_RETENTION,
                 )
             except EngineUnavailableError as exc:
                 logger.warning("cannot prune expired tasks and name blocks: %s", exc)
@@ -157,6 +164,7 @@ class Runtime:
         dispatcher = self.dispatchers.get(config.name)
         if dispatcher is not None and old is not None and old.settings() == config.settings():
             dispatcher.set_paused(config.state == PAUSED)
+            dispatcher.routing = routing.parse(config.http_target)
             return
         settings = config.settings()
         pool = self._pool(config.name, settings.concurrency, dispatcher)
@@ -168,6 +176,7 @@ class Runtime:
             metrics=self.metrics,
         )
         fresh.configure(config.short_name, self.server_store, self.token)
+        fresh.routing = routing.parse(config.http_target)
         fresh.paused = config.state == PAUSED
         if dispatcher is not None:
             dispatcher.stop()

@@ -17,8 +17,10 @@ from typing import Any
 import grpc
 from google.cloud import tasks_v2
 from google.cloud.location import locations_pb2  # type: ignore[import-untyped]
+from google.longrunning import operations_pb2
 
 from proxy.cloudtasks_server.locations import LocationApi
+from proxy.cloudtasks_server.operations import OperationApi, encode
 from proxy.cloudtasks_server.queue_api import QueueApi
 from proxy.cloudtasks_server.rest import RestServer
 from proxy.cloudtasks_server.runtime import Runtime
@@ -30,6 +32,7 @@ logger = logging.getLogger("ingest_proxy.cloudtasks_server")
 
 SERVICE = "google.cloud.tasks.v2.CloudTasks"
 LOCATIONS_SERVICE = "google.cloud.location.Locations"
+OPERATIONS_SERVICE = "google.longrunning.Operations"
 Handler = Callable[[Any], Awaitable[Any]]
 
 
@@ -39,6 +42,13 @@ class _Empty:
     @staticmethod
     def serialize(_: object) -> bytes:
         return b""  # an empty message
+
+
+class _Operation:
+    """(De)serializers of the google.longrunning messages (plain protobuf classes)."""
+
+    serialize = staticmethod(encode)
+    deserialize = operations_pb2.GetOperationRequest.FromString
 
 
 def _methods(queues: QueueApi, tasks: TaskApi) -> dict[str, tuple[Handler, Any, Any]]:
@@ -53,6 +63,7 @@ def _methods(queues: QueueApi, tasks: TaskApi) -> dict[str, tuple[Handler, Any, 
         "ResumeQueue": (queues.resume_queue, t.ResumeQueueRequest, t.Queue),
         "PurgeQueue": (queues.purge_queue, t.PurgeQueueRequest, t.Queue),
         "CreateTask": (tasks.create_task, t.CreateTaskRequest, t.Task),
+        "BatchCreateTasks": (tasks.batch_create_tasks, t.BatchCreateTasksRequest, _Operation),
         "GetTask": (tasks.get_task, t.GetTaskRequest, t.Task),
         "ListTasks": (tasks.list_tasks, t.ListTasksRequest, t.ListTasksResponse),
         "DeleteTask": (tasks.delete_task, t.DeleteTaskRequest, _Empty),
@@ -90,7 +101,7 @@ def _service(name: str, methods: dict[str, tuple[Handler, Any, Any]]) -> grpc.Ge
 
 def handler(runtime: Runtime) -> grpc.GenericRpcHandler:
     """The CloudTasks service on ``runtime``; unimplemented methods (IAM, CMEK, Buffer,
-    batch) answer UNIMPLEMENTED, as grpc does for unknown methods."""
+    BatchDeleteTasks) answer UNIMPLEMENTED, as grpc does for unknown methods."""
     queues, tasks = QueueApi(runtime), TaskApi(runtime)
     return _service(
         SERVICE,
@@ -118,6 +129,15 @@ def locations_handler(runtime: Runtime) -> grpc.GenericRpcHandler:
                 loc.Location.SerializeToString,
             ),
         },
+    )
+
+
+def operations_handler(runtime: Runtime) -> grpc.GenericRpcHandler:
+    """The google.longrunning.Operations service the clients poll BatchCreateTasks with:
+    GetOperation (the other methods answer UNIMPLEMENTED)."""
+    get = OperationApi(runtime).get_operation
+    return _service(
+        OPERATIONS_SERVICE, {"GetOperation": (get, _Operation.deserialize, _Operation.serialize)}
     )
 
 
@@ -151,7 +171,13 @@ class LocalCloudTasks:
         """Open the store, then serve."""
         await self.runtime.start()
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
-        server.add_generic_rpc_handlers((handler(self.runtime), locations_handler(self.runtime)))
+        server.add_generic_rpc_handlers(
+            (
+                handler(self.runtime),
+                locations_handler(self.runtime),
+                operations_handler(self.runtime),
+            )
+        )
         try:
             self.port = server.add_insecure_port(f"{self.host}:{self.port}")
             await server.start()

@@ -64,7 +64,7 @@ class LocalSigner:
         self._certificate = _certificate(key, self.key_id)
 
     def token(self, spec_json: str, now: float) -> str:
-        """The signed token a task's token request (``tasks._token``'s JSON) asks for."""
+        """The signed token a task's token request (``tasks.token_request``'s JSON) asks for."""
         spec = json.loads(spec_json)
         claims: dict[str, Any] = {
             "iss": self.issuer,

@@ -1,4 +1,4 @@
-"""The task RPCs: CreateTask, GetTask, ListTasks, DeleteTask, RunTask.
+"""The task RPCs: CreateTask, BatchCreateTasks, GetTask, ListTasks, DeleteTask, RunTask.
 
 Named tasks are de-duplicated: a name is taken while its task exists and for an hour
 after the task completed, ran out of retries, or was deleted or purged
@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 from google.cloud.tasks_v2 import (
+    BatchCreateTasksRequest,
     CreateTaskRequest,
     DeleteTaskRequest,
     GetTaskRequest,
@@ -22,10 +23,13 @@ from google.cloud.tasks_v2 import (
     Task,
 )
 
-from proxy.cloudtasks_server import tasks
+from proxy.cloudtasks_server import operations, tasks
 from proxy.cloudtasks_server import validation as v
 from proxy.cloudtasks_server.runtime import Runtime
-from proxy.cloudtasks_server.validation import ApiError, invalid, not_found
+from proxy.cloudtasks_server.validation import ApiError, QueueName, invalid, not_found
+from proxy.engines.local.store.server import NewTask
+
+MAX_BATCH = 100  # tasks per BatchCreateTasks
 
 
 def _exists(name: str) -> ApiError:
@@ -46,25 +50,72 @@ class TaskApi:
             raise not_found(f"Task {name} does not exist.")
         return row
 
+    def _validated(self, queue: QueueName, task: Task, now: float) -> NewTask:
+        size = len(Task.serialize(task))
+        return tasks.validate(queue, task, now=now, size=size, max_bytes=self.rt.max_task_bytes)
+
+    @staticmethod
+    def _created(new: NewTask, seq: int, view: int) -> Task:
+        row = (seq, new.name, new.url, new.method, json.dumps(new.headers), new.body, new.token,
+               new.schedule_time, new.create_time, new.dispatch_deadline, 0, 0, None, None,
+               None, None, None)  # fmt: skip
+        return tasks.to_message(row, view)
+
     async def create_task(self, request: CreateTaskRequest) -> Task:
         """Store an HTTP task durably (fsync'd) and return it; the dispatcher delivers it
         at its schedule time."""
         queue = v.parse_queue_name(request.parent)
         config = self.rt.queue(queue.path)
         now = self.rt.clock.time()
-        size = len(Task.serialize(request.task))
-        new = tasks.validate(
-            queue, request.task, now=now, size=size, max_bytes=self.rt.max_task_bytes
-        )
+        new = self._validated(queue, request.task, now)
         seq = await self.rt.server_store.insert_task(config.name, new, now)
         if seq is None:
             raise _exists(new.name)
         if new.schedule_time <= self.rt.clock.time():
             self.rt.dispatchers[config.name].notify()
-        row = (seq, new.name, new.url, new.method, json.dumps(new.headers), new.body, new.token,
-               new.schedule_time, new.create_time, new.dispatch_deadline, 0, 0, None, None,
-               None, None, None)  # fmt: skip
-        return tasks.to_message(row, int(request.response_view))
+        return self._created(new, seq, int(request.response_view))
+
+    async def batch_create_tasks(self, request: BatchCreateTasksRequest) -> Any:
+        """Create up to 100 tasks in one queue, each as CreateTask would (not atomic: each
+        request succeeds or fails alone), in one durable transaction; returns the finished
+        ``google.longrunning.Operation`` (``operations.py``). A repeated ``request_id``
+        returns the first call's operation and creates nothing."""
+        queue = v.parse_queue_name(request.parent)
+        config = self.rt.queue(queue.path)
+        if not 1 <= len(request.requests) <= MAX_BATCH:
+            raise invalid(f"BatchCreateTasksRequest.requests must hold 1 to {MAX_BATCH} requests.")
+        for index, each in enumerate(request.requests):
+            if each.parent != request.parent:
+                raise invalid(
+                    f"requests[{index}].parent {each.parent!r} is not the batch's parent"
+                    f" {request.parent!r}."
+                )
+        now = self.rt.clock.time()
+        failed: dict[int, ApiError] = {}
+        valid: list[tuple[int, NewTask]] = []
+        for index, each in enumerate(request.requests):
+            try:
+                valid.append((index, self._validated(queue, each.task, now)))
+            except ApiError as exc:
+                failed[index] = exc
+        name = operations.operation_name(queue, request.request_id)
+
+        def finish(seqs: list[int | None]) -> bytes:
+            created = []
+            for (index, new), seq in zip(valid, seqs, strict=True):
+                if seq is None:
+                    failed[index] = _exists(new.name)
+                else:
+                    view = int(request.requests[index].response_view)
+                    created.append(self._created(new, seq, view))
+            operation = operations.batch_done(name, now, created, dict(sorted(failed.items())))
+            return operations.encode(operation)
+
+        news = [new for _, new in valid]
+        body = await self.rt.server_store.insert_batch(config.name, news, now, name, finish)
+        if any(new.schedule_time <= self.rt.clock.time() for new in news):
+            self.rt.dispatchers[config.name].notify()
+        return operations.decode(body)
 
     async def get_task(self, request: GetTaskRequest) -> Task:
         """One task (BASIC view unless FULL is asked for)."""

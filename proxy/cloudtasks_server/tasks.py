@@ -16,7 +16,15 @@ import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
-from google.cloud.tasks_v2 import Attempt, HttpMethod, HttpRequest, OAuthToken, OidcToken, Task
+from google.cloud.tasks_v2 import (
+    Attempt,
+    HttpMethod,
+    HttpRequest,
+    HttpTarget,
+    OAuthToken,
+    OidcToken,
+    Task,
+)
 
 from proxy import limits
 from proxy.cloudtasks_server import validation as v
@@ -60,14 +68,10 @@ def validate(queue: QueueName, task: Task, *, now: float, size: int, max_bytes: 
     method = "POST" if method == "HTTP_METHOD_UNSPECIFIED" else method
     if request.body and method not in BODY_METHODS:
         raise invalid(f"A body is allowed only with POST, PUT or PATCH, not {method}.")
-    headers = tuple(
-        (key, value)
-        for key, value in request.headers.items()
-        if key.lower() not in _DROPPED_HEADERS and not key.lower().startswith(_DROPPED_PREFIXES)
-    )
+    headers = tuple((key, value) for key, value in request.headers.items() if kept_header(key))
     if sum(len(k) + len(val) + 4 for k, val in request.headers.items()) >= limits.MAX_HEADER_BYTES:
         raise invalid("HttpRequest.headers must total less than 80 KB.")
-    token = _token(request, url)
+    token = token_request(request, url)
     deadline = v.seconds(task.dispatch_deadline) if "dispatch_deadline" in task else None
     if deadline is None:
         deadline = v.DEFAULT_DISPATCH_DEADLINE
@@ -92,7 +96,17 @@ def validate(queue: QueueName, task: Task, *, now: float, size: int, max_bytes: 
     )
 
 
-def _token(request: HttpRequest, url: str) -> str | None:
+def kept_header(name: str) -> bool:
+    """Whether a header given by the client is sent (Cloud Tasks computes Host,
+    Content-Length and User-Agent itself and drops X-Google-*, X-AppEngine-* and
+    X-CloudTasks-*)."""
+    lower = name.lower()
+    return lower not in _DROPPED_HEADERS and not lower.startswith(_DROPPED_PREFIXES)
+
+
+def token_request(request: HttpRequest | HttpTarget, url: str) -> str | None:
+    """The JSON of the OIDC/OAuth token ``request`` (a task's or a queue's) asks for,
+    ``None`` when it asks for none; an OIDC audience left unset is ``url``."""
     if "oidc_token" in request:
         oidc: OidcToken = request.oidc_token
         if not oidc.service_account_email:

@@ -8,7 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from google.cloud.tasks_v2 import HttpRequest, Queue, Task
+from google.cloud.tasks_v2 import (
+    CreateTaskRequest,
+    HttpRequest,
+    HttpTarget,
+    PathOverride,
+    Queue,
+    Task,
+    UriOverride,
+)
 
 from tests.support.backend import RecordingBackend
 from tests.support.cloudtasks_server import ServerProcess, sync_client
@@ -77,5 +85,32 @@ def test_attempts_in_flight_at_kill_9_are_redelivered(
 
         wait_for(lambda: len(redelivered()) == 5, WAIT)
         wait_for(lambda: not list(client.list_tasks(parent=QUEUE)), WAIT)
+    finally:
+        channel.close()
+
+
+def test_queue_routing_and_operations_survive_kill_9(
+    server: ServerProcess, backend: RecordingBackend
+) -> None:
+    """A queue's http_target and a BatchCreateTasks operation are there after kill -9 and
+    a restart, and the batch's tasks are then delivered along the queue's routing."""
+    client, channel = sync_client(server.host)
+    target = HttpTarget(uri_override=UriOverride(path_override=PathOverride(path="/routed")))
+    client.create_queue(parent=PARENT, queue=Queue(name=QUEUE, http_target=target))
+    client.pause_queue(name=QUEUE)
+    task = Task(http_request=HttpRequest(url=backend.url + "/own"))
+    requests = [CreateTaskRequest(parent=QUEUE, task=task) for _ in range(3)]
+    name = client.batch_create_tasks(parent=QUEUE, requests=requests).operation.name
+    channel.close()
+    server.kill()
+    server.start()
+    client, channel = sync_client(server.host)
+    try:
+        queue = client.get_queue(name=QUEUE)
+        assert queue.http_target.uri_override.path_override.path == "/routed"
+        assert client.get_operation(request={"name": name}).done
+        client.resume_queue(name=QUEUE)
+        got = backend.wait_for_count(3, WAIT)
+        assert {r.path for r in got} == {"/routed"}
     finally:
         channel.close()

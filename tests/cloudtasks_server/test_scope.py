@@ -10,11 +10,10 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud.tasks_v2 import (
     AppEngineHttpRequest,
+    AppEngineRouting,
     CloudTasksClient,
-    HttpTarget,
     Queue,
     Task,
-    UriOverride,
 )
 
 from tests.support.cloudtasks_server import ServerThread, sync_client
@@ -38,11 +37,14 @@ def test_app_engine_task_is_invalid_argument(client: CloudTasksClient) -> None:
         client.create_task(parent=queue, task=task)
 
 
-def test_queue_level_http_target_is_unimplemented(client: CloudTasksClient) -> None:
-    """A queue-level http_target (URI override) is UNIMPLEMENTED, and no queue is made."""
+def test_app_engine_routing_override_is_unimplemented(client: CloudTasksClient) -> None:
+    """A queue-level App Engine routing override is UNIMPLEMENTED, and no queue is made
+    (queue-level http_target is served: test_conformance_routing.py)."""
     queue = f"{PARENT}/queues/s-{uuid.uuid4().hex[:8]}"
-    target = HttpTarget(uri_override=UriOverride(host="example.com"))
+    routing = AppEngineRouting(service="worker")
     with pytest.raises(gexc.MethodNotImplemented):
-        client.create_queue(parent=PARENT, queue=Queue(name=queue, http_target=target))
+        client.create_queue(
+            parent=PARENT, queue=Queue(name=queue, app_engine_routing_override=routing)
+        )
     with pytest.raises(gexc.NotFound):
         client.get_queue(name=queue)

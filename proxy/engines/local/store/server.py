@@ -5,16 +5,19 @@ Task bodies, headers, ETAs, attempts and leases stay in the engine's ``tasks`` t
 engine's dispatcher leases from it); the server's tables (``SERVER_SCHEMA``) add what the
 Cloud Tasks API needs:
 
-- ``ct_queues``: one row per queue (full name), its rate limits, retry config, state.
+- ``ct_queues``: one row per queue (full name), its rate limits, retry config, state and
+  queue-level ``http_target`` (the serialized message; empty: none).
 - ``ct_deleted_queues``: names of deleted queues, blocked for reuse for a while.
 - ``ct_tasks``: per task (by ``seq`` of ``tasks``) its full name, URL, OIDC/OAuth token
   request, dispatch deadline and the attempt bookkeeping the Task resource shows.
 - ``ct_names``: tombstones of named tasks that completed or were deleted: the name stays
   taken for ``name_block`` seconds (ALREADY_EXISTS).
+- ``ct_operations``: long-running operations (BatchCreateTasks), serialized, by name.
 
 Created with ``CREATE TABLE IF NOT EXISTS``; ``ct_meta.version`` is bumped and migrated
-here when they change. The engine's ``user_version`` is left to the engine. Writes that
-answer an API call are durable; an attempt's bookkeeping is not (see ``writer.py``).
+here when they change (:data:`SERVER_SCHEMA_VERSION`). The engine's ``user_version`` is
+left to the engine. Writes that answer an API call are durable; an attempt's bookkeeping
+is not (see ``writer.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +33,10 @@ from proxy.engines.local.store.counters import bump, forget
 from proxy.engines.local.store.records import AttemptResult, LeasedTask
 from proxy.engines.local.store.store import LEASED_TASK, Store, leased_task
 
-SERVER_SCHEMA_VERSION = 1
+# 2: ct_queues.http_target and ct_operations. A version 1 file gets the column (empty: no
+# queue-level routing) and the table when it is opened; an earlier server then refuses
+# the file instead of dropping the queues' routing.
+SERVER_SCHEMA_VERSION = 2
 SERVER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS ct_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ct_queues (
@@ -43,7 +50,8 @@ CREATE TABLE IF NOT EXISTS ct_queues (
     max_retry_duration REAL NOT NULL,
     sampling_ratio REAL NOT NULL,
     state INTEGER NOT NULL,
-    purge_time REAL NOT NULL
+    purge_time REAL NOT NULL,
+    http_target BLOB NOT NULL DEFAULT x''
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ct_deleted_queues (
     name TEXT PRIMARY KEY,
@@ -74,12 +82,18 @@ CREATE TABLE IF NOT EXISTS ct_names (
     until REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ct_names_until ON ct_names (until);
+CREATE TABLE IF NOT EXISTS ct_operations (
+    name TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ct_operations_created ON ct_operations (created);
 """
 
 # A queue row, in the order of the columns (the server's QueueConfig fields).
 QUEUE_COLUMNS = (
     "name, rate, concurrency, max_attempts, min_backoff, max_backoff, max_doublings,"
-    " max_retry_duration, sampling_ratio, state, purge_time"
+    " max_retry_duration, sampling_ratio, state, purge_time, http_target"
 )
 _QUEUE_FIELDS = len(QUEUE_COLUMNS.split(","))
 # A task as the API shows it: the engine's row joined with ours, in this order.
@@ -150,14 +164,19 @@ class ServerStore:
         """How many tasks the server holds (blocking)."""
         return int(self.store.read("SELECT COUNT(*) FROM ct_tasks")[0][0])
 
-    async def prune(self, now: float, *, queue_block: float, retention: float) -> int:
-        """Forget name blocks that ran out and deleted queues older than ``queue_block``
-        seconds; delete tasks created more than ``retention`` seconds ago. How many tasks
-        were deleted."""
+    async def prune(
+        self, now: float, *, queue_block: float, retention: float, operation_retention: float
+    ) -> int:
+        """Forget name blocks that ran out, deleted queues older than ``queue_block``
+        seconds and operations older than ``operation_retention``; delete tasks created more
+        than ``retention`` seconds ago. How many tasks were deleted."""
 
         def run(conn: sqlite3.Connection) -> int:
             conn.execute("DELETE FROM ct_names WHERE until < ?", (now,))
             conn.execute("DELETE FROM ct_deleted_queues WHERE deleted_at < ?", (now - queue_block,))
+            conn.execute(
+                "DELETE FROM ct_operations WHERE created < ?", (now - operation_retention,)
+            )
             old = conn.execute(
                 "SELECT seq FROM ct_tasks WHERE create_time < ?", (now - retention,)
             ).fetchall()
@@ -209,31 +228,43 @@ class ServerStore:
     async def insert_task(self, queue: str, new: NewTask, now: float) -> int | None:
         """Store ``new`` in ``queue`` (durably) unless its name is taken; its ``seq``, or
         ``None`` when the name is taken (by a task, or by a block until after ``now``)."""
-
-        def run(conn: sqlite3.Connection) -> int | None:
-            if new.named and (
-                conn.execute("SELECT 1 FROM ct_tasks WHERE name = ?", (new.name,)).fetchone()
-                or conn.execute(
-                    "SELECT 1 FROM ct_names WHERE name = ? AND until > ?", (new.name, now)
-                ).fetchone()
-            ):
-                return None
-            size = len(new.body)
-            cursor = conn.execute(
-                _INSERT_TASK,
-                (new.task_id, queue, new.method, new.url, json.dumps(new.headers), new.body,
-                 size, new.create_time, new.schedule_time, new.schedule_time),
-            )  # fmt: skip
-            conn.execute(
-                _INSERT_META,
-                (cursor.lastrowid, new.name, queue, int(new.named), new.url, new.token,
-                 new.dispatch_deadline, new.create_time),
-            )  # fmt: skip
-            bump(conn, queue, 1, size)
-            return cursor.lastrowid
-
-        seq: int | None = await self.store.writer.submit(run, durable=True)
+        seq: int | None = await self.store.writer.submit(
+            lambda c: self._insert(c, queue, new, now), durable=True
+        )
         return seq
+
+    async def insert_batch(
+        self,
+        queue: str,
+        news: list[NewTask],
+        now: float,
+        operation: str,
+        finish: Callable[[list[int | None]], bytes],
+    ) -> bytes:
+        """BatchCreateTasks: unless an operation called ``operation`` exists, store each
+        of ``news`` in ``queue`` as :meth:`insert_task` does and the operation
+        ``finish(seqs)`` makes of the outcome (``None`` where a name was taken), in one
+        durable transaction. The operation stored under that name (the existing one when
+        the name was taken: nothing is inserted then)."""
+
+        def run(conn: sqlite3.Connection) -> bytes:
+            found = conn.execute(
+                "SELECT body FROM ct_operations WHERE name = ?", (operation,)
+            ).fetchone()
+            if found is not None:
+                return bytes(found[0])
+            body = finish([self._insert(conn, queue, new, now) for new in news])
+            conn.execute("INSERT INTO ct_operations VALUES (?, ?, ?)", (operation, now, body))
+            return body
+
+        stored: bytes = await self.store.writer.submit(run, durable=True)
+        return stored
+
+    async def operation(self, name: str) -> bytes | None:
+        """The serialized operation called ``name``, if it is (still) kept."""
+        sql = "SELECT body FROM ct_operations WHERE name = ?"
+        rows = await asyncio.to_thread(self.store.read, sql, (name,))
+        return bytes(rows[0][0]) if rows else None
 
     async def task_by_name(self, name: str) -> tuple[Any, ...] | None:
         """The task named ``name`` as a row in :data:`TASK_COLUMNS` order, if it exists."""
@@ -332,6 +363,28 @@ class ServerStore:
 
     # ------------------------------------------------------------ statements
 
+    def _insert(self, conn: sqlite3.Connection, queue: str, new: NewTask, now: float) -> int | None:
+        if new.named and (
+            conn.execute("SELECT 1 FROM ct_tasks WHERE name = ?", (new.name,)).fetchone()
+            or conn.execute(
+                "SELECT 1 FROM ct_names WHERE name = ? AND until > ?", (new.name, now)
+            ).fetchone()
+        ):
+            return None
+        size = len(new.body)
+        cursor = conn.execute(
+            _INSERT_TASK,
+            (new.task_id, queue, new.method, new.url, json.dumps(new.headers), new.body,
+             size, new.create_time, new.schedule_time, new.schedule_time),
+        )  # fmt: skip
+        conn.execute(
+            _INSERT_META,
+            (cursor.lastrowid, new.name, queue, int(new.named), new.url, new.token,
+             new.dispatch_deadline, new.create_time),
+        )  # fmt: skip
+        bump(conn, queue, 1, size)
+        return cursor.lastrowid
+
     def _remove(self, conn: sqlite3.Connection, seq: int, now: float) -> bool:
         row = conn.execute(
             "SELECT c.name, c.queue, c.named, t.size FROM ct_tasks c JOIN tasks t"
@@ -380,6 +433,9 @@ def _create(conn: sqlite3.Connection) -> None:
         raise sqlite3.OperationalError(
             f"the file was written by a newer local Cloud Tasks server (tables {row[0]})"
         )
+    columns = {column[1] for column in conn.execute("PRAGMA table_info(ct_queues)")}
+    if "http_target" not in columns:  # a version 1 file
+        conn.execute("ALTER TABLE ct_queues ADD COLUMN http_target BLOB NOT NULL DEFAULT x''")
     conn.execute(
         "INSERT OR REPLACE INTO ct_meta VALUES ('version', ?)", (str(SERVER_SCHEMA_VERSION),)
     )
