@@ -167,9 +167,16 @@ def cpu_ticks(pid: int) -> tuple[int, int]:
     return main, other
 
 
-def measure(command: list[str], port: int, requests: int, env: dict[str, str] | None = None) -> Run:
-    """Warm up, then one measured closed-loop run of ``requests``."""
-    with server(command, port, env) as pid:
+def measure(
+    command: list[str],
+    port: int,
+    requests: int,
+    env: dict[str, str] | None = None,
+    stderr: IO[bytes] | None = None,
+) -> Run:
+    """Warm up, then one measured closed-loop run of ``requests`` (``stderr``: where the
+    server's log goes, as :func:`server` takes it)."""
+    with server(command, port, env, stderr=stderr) as pid:
         load(port, min(3000, requests))
         before = cpu_ticks(pid)
         result = load(port, requests)

@@ -8,8 +8,9 @@ engine (bench/ingest_local.py's set-up, ``synchronous=FULL``), then with the Clo
 engine and ``cloudtasks.spool`` while Cloud Tasks is down (its ``emulator_host`` is a
 closed port of 127.0.0.1: every CreateTask fails at once with UNAVAILABLE, the breaker
 opens during the warm-up, and from then on every request is written to the spool and
-answered 202). Server on CPU 0, load generator on CPU 1, 64 keep-alive connections of
-~1 KiB POSTs (bench/loadgen.py); every answer must be a 202.
+answered 202). Both at the proxy's default settings (log level info, access log on; the
+log goes to a file in /dev/shm). Server on CPU 0, load generator on CPU 1, 64 keep-alive
+connections of ~1 KiB POSTs (bench/loadgen.py); every answer must be a 202.
 """
 
 from __future__ import annotations
@@ -18,11 +19,32 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
-from bench.ingest_local import CONNECTIONS, DEAD_TARGET, Run, measure, proxy, write_config
+from bench.ingest_local import CONNECTIONS, DEAD_TARGET, Run, measure, write_config
 from tests.support.servers import free_port
+
+
+def serve(port: int, config: Path) -> list[str]:
+    """``python -m proxy serve`` at its defaults (log level info, access log on)."""
+    admin = free_port()
+    return [
+        sys.executable, "-m", "proxy", "serve", "--config", str(config),
+        "--port", str(port), "--admin-port", str(admin),
+    ]  # fmt: skip
+
+
+def measure_defaults(port: int, config: Path, requests: int) -> Run:
+    """:func:`measure` with the proxy's log (JSON lines on stderr) in a file in /dev/shm, a
+    destination that keeps up and costs the load generator nothing."""
+    log = Path("/dev/shm") / f"bench-spool-{os.getpid()}-{port}.log"
+    try:
+        with log.open("wb") as stderr:
+            return measure(serve(port, config), port, requests, stderr=stderr)
+    finally:
+        log.unlink(missing_ok=True)
 
 
 def spool_config(directory: Path, name: str) -> Path:
@@ -62,10 +84,10 @@ def main() -> None:
         for round_ in range(args.rounds):
             port = free_port()
             config = write_config(directory, f"local{round_}")
-            runs["embedded"].append(measure(proxy(port, config), port, args.requests))
+            runs["embedded"].append(measure_defaults(port, config, args.requests))
             port = free_port()
             config = spool_config(directory, f"spool{round_}")
-            runs["spool_outage"].append(measure(proxy(port, config), port, args.requests))
+            runs["spool_outage"].append(measure_defaults(port, config, args.requests))
             ratios.append(runs["spool_outage"][-1].rps / runs["embedded"][-1].rps)
             print(
                 f"round {round_ + 1}: embedded {runs['embedded'][-1].rps:.0f}/s, spool during"
