@@ -5,11 +5,9 @@ another thread reach it alike), or as a real ``ingest-proxy cloudtasks-server`` 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +18,7 @@ from google.cloud.tasks_v2 import CloudTasksClient
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
 from proxy.cloudtasks_server.server import LocalCloudTasks
+from tests.support.loop_thread import LoopThread
 from tests.support.servers import free_port
 
 START_TIMEOUT = 20.0
@@ -35,54 +34,30 @@ class ServerThread:
         self.host = ""
         self.rest_host = ""  # 127.0.0.1:PORT of the REST surface, when rest_port was given
         self.server: LocalCloudTasks | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._runner = LoopThread("the local Cloud Tasks server", START_TIMEOUT)
 
     def start(self) -> None:
         """Start serving; raise what start-up raised."""
-        started = threading.Event()
-        errors: list[BaseException] = []
 
-        def main() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
+        async def setup() -> None:
             self.server = LocalCloudTasks(self.db, **self.runtime_args)
-            try:
-                loop.run_until_complete(self.server.start())
-            except BaseException as exc:
-                errors.append(exc)
-                started.set()
-                loop.close()
-                return
+            await self.server.start()
             self.host = self.server.address
             if self.server.rest is not None:
                 self.rest_host = f"127.0.0.1:{self.server.rest.port}"
-            started.set()
-            loop.run_forever()
-            loop.close()
 
-        self._thread = threading.Thread(target=main, daemon=True)
-        self._thread.start()
-        if not started.wait(START_TIMEOUT):
-            raise TimeoutError(f"the local Cloud Tasks server did not start in {START_TIMEOUT}s")
-        if errors:
-            raise errors[0]
+        self._runner.start(setup)
 
     def call(self, coro: Any, timeout: float = START_TIMEOUT) -> Any:
         """Run ``coro`` on the server's loop; return its result."""
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        return self._runner.call(coro, timeout)
 
     def stop(self) -> None:
         """Stop serving, close the file, end the thread."""
-        loop, server = self._loop, self.server
-        if loop is None or server is None:
-            return
-        self.call(server.stop(0.5))
-        loop.call_soon_threadsafe(loop.stop)
-        assert self._thread is not None
-        self._thread.join(START_TIMEOUT)
-        self._loop = self.server = None
+        server = self.server
+        if server is not None:
+            self._runner.stop(lambda: server.stop(0.5))
+            self.server = None
 
 
 @contextlib.contextmanager

@@ -21,6 +21,8 @@ import grpc
 import pytest
 from google.cloud.tasks_v2 import CreateTaskRequest, GetQueueRequest, Queue, Task
 
+from tests.support.loop_thread import LoopThread
+
 SERVICE = "google.cloud.tasks.v2.CloudTasks"
 START_TIMEOUT = 10.0
 
@@ -55,8 +57,8 @@ class FakeCloudTasks:
         self.missing_queues: set[str] = set()
         self.create_calls = 0
         self.get_queue_calls = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._server: grpc.aio.Server | None = None
+        self._runner = LoopThread("the fake Cloud Tasks server", START_TIMEOUT)
 
     # ------------------------------------------------------------ test controls
 
@@ -169,20 +171,6 @@ class FakeCloudTasks:
 
     # ------------------------------------------------------------ lifecycle
 
-    def _run(self, started: threading.Event, errors: list[BaseException]) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._start())
-        except BaseException as exc:
-            errors.append(exc)
-            started.set()
-            loop.close()
-            return
-        started.set()
-        loop.run_forever()
-        loop.close()
-
     async def _start(self) -> None:
         server = grpc.aio.server()
         server.add_generic_rpc_handlers((self._handler(),))
@@ -193,24 +181,14 @@ class FakeCloudTasks:
 
     def start(self) -> None:
         """Serve on a free port of 127.0.0.1 in a thread of its own."""
-        started = threading.Event()
-        errors: list[BaseException] = []
-        self._thread = threading.Thread(target=self._run, args=(started, errors), daemon=True)
-        self._thread.start()
-        if not started.wait(START_TIMEOUT):
-            raise TimeoutError(f"the fake Cloud Tasks server did not start in {START_TIMEOUT}s")
-        if errors:
-            raise errors[0]
+        self._runner.start(self._start)
 
     def stop(self) -> None:
         """Stop serving (calls in flight are cancelled) and end the thread."""
-        loop, server = self._loop, self._server
-        if loop is None or server is None:
-            return
-        asyncio.run_coroutine_threadsafe(server.stop(0), loop).result(START_TIMEOUT)
-        loop.call_soon_threadsafe(loop.stop)
-        self._thread.join(START_TIMEOUT)
-        self._loop = self._server = None
+        server = self._server
+        if server is not None:
+            self._runner.stop(lambda: server.stop(0))
+            self._server = None
 
 
 @contextlib.contextmanager

@@ -7,13 +7,14 @@ It runs in a thread with its own event loop on a free port of 127.0.0.1 (``host`
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
+
+from tests.support.loop_thread import LoopThread
 
 START_TIMEOUT = 10.0
 
@@ -27,9 +28,8 @@ class LossyProxy:
         self.losing = False
         self.lost = 0
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._server: grpc.aio.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._runner = LoopThread("the lossy gRPC proxy", START_TIMEOUT)
 
     def _handler(self, channel: grpc.aio.Channel) -> grpc.GenericRpcHandler:
         proxy = self
@@ -69,29 +69,14 @@ class LossyProxy:
 
     def start(self) -> None:
         """Serve in a thread of its own."""
-        started = threading.Event()
-
-        def main() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            loop.run_until_complete(self._start())
-            started.set()
-            loop.run_forever()
-            loop.close()
-
-        self._thread = threading.Thread(target=main, daemon=True)
-        self._thread.start()
-        if not started.wait(START_TIMEOUT):
-            raise TimeoutError("the lossy gRPC proxy did not start")
+        self._runner.start(self._start)
 
     def stop(self) -> None:
         """Stop serving and end the thread."""
-        loop, server = self._loop, self._server
-        if loop is None or server is None or self._thread is None:
-            return
-        asyncio.run_coroutine_threadsafe(server.stop(0), loop).result(START_TIMEOUT)
-        loop.call_soon_threadsafe(loop.stop)
-        self._thread.join(START_TIMEOUT)
+        server = self._server
+        if server is not None:
+            self._runner.stop(lambda: server.stop(0))
+            self._server = None
 
 
 @contextlib.contextmanager
