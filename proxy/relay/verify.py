@@ -7,7 +7,8 @@ certificates, ``exp`` and ``iat``, ``aud``), then the issuer, the email and
 ``email_verified`` here. The certificates are fetched through :class:`CachingRequest`,
 which keeps a GET answer for its ``Cache-Control: max-age`` (Google's certs say hours), so
 a verification costs a signature check, not a fetch. google-auth blocks, so it runs in a
-thread.
+thread. A token that passed is taken as passed for :data:`VERIFIED_FOR` seconds at most
+(and never past its ``exp``): Cloud Tasks sends the same token with many deliveries.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ DEFAULT_MAX_AGE = 60.0  # seconds a certs answer without Cache-Control is kept
 MAX_AGE_CAP = 86400.0
 FETCH_TIMEOUT = 10.0  # seconds
 REFETCH_AFTER = 30.0  # seconds: an unknown key id fetches the certs again, at most this often
+# A token that verified is taken as verified again for this long (never past its exp):
+# Cloud Tasks sends one token many times, and each check costs an RSA verification and a
+# thread hop (bench/README.md, the relay hop). Only good tokens are kept, at most
+# MAX_VERIFIED of them.
+VERIFIED_FOR = 300.0
+MAX_VERIFIED = 1024
 _MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*(\d+)", re.I)
 _NO_CACHE = re.compile(r"(?:^|[,\s])(no-store|no-cache)\b", re.I)
 
@@ -110,12 +117,16 @@ class TokenVerifier:
         email: str,
         certs_url: str,
         request: CachingRequest | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.issuer = issuer
         self.audience = audience
         self.email = email
         self.certs_url = certs_url
         self.request = request or CachingRequest()
+        self._clock = clock  # Unix seconds
+        self._verified: dict[str, tuple[float, Mapping[str, Any]]] = {}  # token -> (until, claims)
+        self.checks = 0  # tokens checked by google-auth (for tests)
 
     async def verify(self, authorization: str | None) -> Mapping[str, Any]:
         """The token's claims; raises :class:`UnauthorizedError` (no token, a bad or
@@ -128,9 +139,24 @@ class TokenVerifier:
                 "The relay takes only Cloud Tasks deliveries with an OIDC token.",
                 code="missing_token",
             )
-        return await asyncio.to_thread(self._verify, token)
+        now = self._clock()
+        verified = self._verified.get(token)
+        if verified is not None and verified[0] > now:
+            return verified[1]
+        claims = await asyncio.to_thread(self._verify, token)
+        if len(self._verified) >= MAX_VERIFIED:
+            self._verified = {t: v for t, v in self._verified.items() if v[0] > now}
+            if len(self._verified) >= MAX_VERIFIED:
+                self._verified.clear()
+        expires = claims.get("exp")
+        until = now + VERIFIED_FOR
+        if isinstance(expires, int | float):
+            until = min(until, float(expires))
+        self._verified[token] = (until, claims)
+        return claims
 
     def _verify(self, token: str) -> Mapping[str, Any]:
+        self.checks += 1
         claims = self._decode(token)
         if claims.get("iss") != self.issuer:
             raise UnauthorizedError(

@@ -14,7 +14,13 @@ import pytest
 
 from proxy.cloudtasks_server.signing import LocalSigner
 from proxy.errors import ForbiddenError, UnauthorizedError
-from proxy.relay.verify import DEFAULT_MAX_AGE, CachingRequest, TokenVerifier, max_age
+from proxy.relay.verify import (
+    DEFAULT_MAX_AGE,
+    VERIFIED_FOR,
+    CachingRequest,
+    TokenVerifier,
+    max_age,
+)
 from tests.support.cloudtasks_server import ServerThread, run_server
 
 EMAIL = "invoker@p.iam.gserviceaccount.com"
@@ -35,12 +41,14 @@ class Clock:
         return self.now
 
 
-def _token(server: ServerThread, email: str = EMAIL) -> str:
+def _token(server: ServerThread, email: str = EMAIL, age: float = 0.0) -> str:
+    """A token signed by the server's key, issued ``age`` seconds ago (tokens of other
+    ages differ, so none is taken from the verifier's cache of good tokens)."""
     assert server.server is not None
     signer = server.server.runtime.signer
     assert signer is not None
     spec = {"kind": "oidc", "email": email, "audience": AUDIENCE}
-    return signer.token(json.dumps(spec), time.time())
+    return signer.token(json.dumps(spec), time.time() - age)
 
 
 def _verifier(server: ServerThread, clock: Clock) -> TokenVerifier:
@@ -73,14 +81,15 @@ def test_certs_are_fetched_once_per_max_age(server: ServerThread) -> None:
     verifier = _verifier(server, clock)
 
     async def verify_twice() -> None:
-        for _ in range(2):
-            claims = await verifier.verify("Bearer " + _token(server))
+        for age in (1, 2):
+            claims = await verifier.verify("Bearer " + _token(server, age=age))
             assert claims["email"] == EMAIL
 
     asyncio.run(verify_twice())
+    assert verifier.checks == 2
     assert verifier.request.fetches == 1
     clock.now += DEFAULT_MAX_AGE + 1  # the cloudtasks-server's certs carry no max-age
-    asyncio.run(verifier.verify("Bearer " + _token(server)))
+    asyncio.run(verifier.verify("Bearer " + _token(server, age=3)))
     assert verifier.request.fetches == 2
 
 
@@ -115,3 +124,45 @@ def test_another_account_is_forbidden(server: ServerThread) -> None:
     verifier = _verifier(server, Clock())
     with pytest.raises(ForbiddenError):
         asyncio.run(verifier.verify("Bearer " + _token(server, email="other@p.example")))
+
+
+def test_a_good_token_is_taken_as_checked_for_five_minutes_at_most(
+    server: ServerThread,
+) -> None:
+    """The same token again is not checked again within VERIFIED_FOR (nor past its exp);
+    after that it is; a bad token is checked every time."""
+    clock = Clock()
+    clock.now = time.time()
+    verifier = TokenVerifier(
+        issuer=f"http://{server.rest_host}",
+        audience=AUDIENCE,
+        email=EMAIL,
+        certs_url=f"http://{server.rest_host}/oauth2/v1/certs",
+        clock=clock,
+    )
+    good = "Bearer " + _token(server)
+    for _ in range(3):
+        asyncio.run(verifier.verify(good))
+    assert verifier.checks == 1
+    clock.now += VERIFIED_FOR + 1
+    asyncio.run(verifier.verify(good))
+    assert verifier.checks == 2
+    # Checked first near its exp, it is kept until exp only, not VERIFIED_FOR beyond:
+    expires = float(asyncio.run(verifier.verify(good))["exp"])
+    late = TokenVerifier(
+        issuer=verifier.issuer,
+        audience=AUDIENCE,
+        email=EMAIL,
+        certs_url=verifier.certs_url,
+        clock=clock,
+    )
+    clock.now = expires - 10
+    asyncio.run(late.verify(good))
+    clock.now = expires + 1
+    asyncio.run(late.verify(good))  # google-auth's own clock says it is still good
+    assert late.checks == 2
+    wrong = "Bearer " + _token(server, email="other@p.example")
+    for _ in range(2):
+        with pytest.raises(ForbiddenError):
+            asyncio.run(verifier.verify(wrong))
+    assert verifier.checks == 4
