@@ -154,7 +154,11 @@ class Relay:
         try:
             if not self.started:
                 raise EngineUnavailableError("The relay is not running.", retry_after=1)
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            # Names arrive in lower case; a repeated one is comma-joined, as Cloud Tasks
+            # keeps headers (a map).
+            headers = joined_headers(
+                tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
+            )
             await self.verifier.verify(headers.get("authorization"))
             queue, path = self._route(scope)
             return await self._relay(queue, scope, path, body, headers)
@@ -196,11 +200,10 @@ class Relay:
         task_id = headers.get("x-cloudtasks-taskname", "")
         attempts = _count(headers.get("x-cloudtasks-taskretrycount")) + 1
         request_id = headers.get("x-request-id")
-        forwarded = [(name, value) for name, value in headers.items() if name not in _NOT_FORWARDED]
         outgoing = OutgoingRequest(
             method=str(scope["method"]),
             url=_backend_url(queue, path, scope),
-            headers=joined_headers(tuple(forwarded)),
+            headers={k: v for k, v in headers.items() if k not in _NOT_FORWARDED},
             body=body,
         )
         started = time.time()

@@ -392,3 +392,36 @@ def test_max_retry_duration_is_measured_from_the_first_attempt(
     assert letter["attempts"] == len(backend.received)
     # created_at is the first attempt's dispatch time, as Cloud Tasks recorded it
     assert letter["failed_at"] - letter["created_at"] >= 3 - 1.0 - 0.01
+
+
+def test_relay_off_leaves_the_ingress_and_the_tasks_as_they_were() -> None:
+    """Without relay mode the app has the plain ingress and no relay, and a queue with
+    relay = false creates byte for byte the CreateTask a config without relay keys does."""
+    from proxy.app import create_app
+    from proxy.config.loading import settings_from_dict
+    from proxy.engines.cloudtasks.request import create_task_message, queue_targets
+    from proxy.envelope import Envelope
+    from proxy.ingress.pipeline import Ingress
+
+    plain_ct = {"project": "p", "location": "l"}
+    queue = {"name": "q", "target": "https://backend.example/api"}
+    plain = settings_from_dict({"engine": "cloudtasks", "queues": [queue], "cloudtasks": plain_ct})
+    app = create_app(plain)
+    assert type(app.ingress) is Ingress
+    assert app.state.relay is None
+    mixed = settings_from_dict(
+        {
+            "engine": "cloudtasks",
+            "queues": [{**queue, "relay": False}, {"name": "r", "target": "https://b.example"}],
+            "cloudtasks": {**plain_ct, "relay": True, "relay_url": "https://p.example/relay",
+                           "relay_service_account_email": INVOKER},
+        }
+    )  # fmt: skip
+    envelope = Envelope(
+        id="t1", queue="q", method="POST", path="/x", query="a=1",
+        headers=(("content-type", "text/plain"),), body=b"body",
+        received_at=1.0, schedule_time=None, idempotency_key=None, request_id="r1",
+    )  # fmt: skip
+    before = create_task_message(queue_targets(plain)["q"], envelope).SerializeToString()
+    after = create_task_message(queue_targets(mixed)["q"], envelope).SerializeToString()
+    assert before == after
