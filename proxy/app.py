@@ -16,6 +16,8 @@ from proxy.engines.factory import build_engine
 from proxy.ingress.asgi import AsgiIngress
 from proxy.ingress.pipeline import Ingress
 from proxy.metrics import Metrics
+from proxy.relay.listener import RelayingIngress
+from proxy.relay.relay import Relay
 from proxy.state import ProxyState
 
 __all__ = ["create_admin_app", "create_app"]
@@ -32,20 +34,38 @@ def create_app(
     metrics = metrics if metrics is not None else Metrics()
     engine = engine if engine is not None else build_engine(settings, metrics)
     runtime = ProxyState(settings=settings, engine=engine, metrics=metrics)
+    relay = build_relay(settings, metrics)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await engine.start()
+        if relay is not None:
+            await relay.start()
         runtime.started = True
         try:
             yield
         finally:
             runtime.draining = True
+            if relay is not None:
+                await relay.aclose()
             await engine.aclose()
 
-    app = ProxyApp(Ingress(settings, engine, metrics), lifespan=lifespan)
+    ingress = Ingress(settings, engine, metrics)
+    if relay is not None and settings.cloudtasks.relay_port is None:
+        ingress = RelayingIngress(settings, engine, metrics, relay)
+    app = ProxyApp(ingress, lifespan=lifespan)
     app.state.runtime = runtime
+    app.state.relay = relay  # served by the relay's own listener when it has a port
     return app
+
+
+def build_relay(settings: Settings, metrics: Metrics) -> Relay | None:
+    """The Cloud Tasks delivery relay when a queue is in relay mode, else ``None``."""
+    if settings.engine != "cloudtasks":
+        return None
+    if not any(settings.cloudtasks.relays(queue) for queue in settings.queues):
+        return None
+    return Relay(settings, metrics)
 
 
 class ProxyApp(Starlette):

@@ -23,6 +23,7 @@ from proxy.app import create_admin_app, create_app
 from proxy.config.settings import Settings
 from proxy.http.admin_protocol import guarded_protocol
 from proxy.http.ingress_protocol import ingress_protocol
+from proxy.relay.listener import RelayApp
 from proxy.state import ProxyState
 
 logger = logging.getLogger("ingest_proxy")
@@ -107,6 +108,24 @@ def build_servers(settings: Settings) -> tuple[_Server, _Server, ProxyState]:
     return _Server(ingress, freeze_gc=True), _Server(admin), runtime
 
 
+def build_relay_server(settings: Settings, app: Any) -> _Server | None:
+    """The relay's own listener (``cloudtasks.relay_port``) for the app of
+    :func:`build_servers`, or ``None`` when the relay has none (off, or on the ingress
+    port's reserved path)."""
+    relay = app.state.relay
+    port = settings.cloudtasks.relay_port
+    if relay is None or port is None:
+        return None
+    host = settings.cloudtasks.relay_host or settings.server.host
+    config = uvicorn.Config(
+        RelayApp(relay, settings.limits.max_body_bytes),
+        host=host,
+        port=port,
+        **admin_options(settings),
+    )
+    return _Server(config)
+
+
 # Collect young objects every 20,000 allocations rather than 700: with a batch of
 # enqueues waiting on every commit, many objects outlive a young collection, and the
 # collector was 5-6 % of the event loop's time. Objects made while starting (modules,
@@ -135,9 +154,14 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
     admin_task = asyncio.create_task(admin.serve())
+    relay = build_relay_server(settings, ingress.config.app)
+    relay_task = asyncio.create_task(relay.serve()) if relay is not None else None
     try:
         await ingress.serve()
     finally:
         admin.should_exit = True
         await admin_task
+        if relay is not None and relay_task is not None:
+            relay.should_exit = True
+            await relay_task
     return 0 if ingress.started else 1

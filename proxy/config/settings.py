@@ -69,6 +69,7 @@ class QueueSettings:
     scope: str | None = None  # the OAuth scope (auth = "oauth"); default: cloud-platform
     max_backlog_tasks: int | None = None
     max_backlog_bytes: int | None = None
+    relay: bool | None = None  # Cloud Tasks engine: deliver through the relay; None: inherit
 
     @property
     def effective_burst(self) -> int:
@@ -163,6 +164,12 @@ class LocalSettings:
     iam_credentials_url: str = "https://iamcredentials.googleapis.com"
 
 
+GOOGLE_ISSUER = "https://accounts.google.com"
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+DEFAULT_RELAY_PATH = "/_ingest-proxy/relay"
+DEAD_LETTER_SUFFIX = "-dead-letters"
+
+
 @dataclass(frozen=True, kw_only=True)
 class CloudTasksSettings:
     """Cloud Tasks engine. ``emulator_host`` (``host:port``) switches to an insecure channel;
@@ -172,7 +179,15 @@ class CloudTasksSettings:
     the deadline, up to ``spool_max_tasks`` tasks and ``spool_max_bytes`` bytes, and
     forwards them at most ``spool_forward_rate`` per second. After
     ``spool_breaker_failures`` failed CreateTasks in a row, requests go straight to the
-    spool for ``spool_breaker_open`` seconds, then one probe decides."""
+    spool for ``spool_breaker_open`` seconds, then one probe decides.
+
+    The delivery relay (``relay``, see ``proxy/relay``): ``relay_url`` is its externally
+    reachable base URL (its path is a reserved path on the ingress port, or any path on the
+    relay's own ``relay_port``); ``relay_service_account_email`` the identity Cloud Tasks
+    signs the relay's tokens as, the only one the relay accepts; ``relay_audience``
+    defaults to ``relay_url``; ``relay_issuer`` and ``relay_certs_url`` are Google's unless
+    a local Cloud Tasks signs the tokens.
+    """
 
     project: str | None = None
     location: str | None = None
@@ -185,6 +200,29 @@ class CloudTasksSettings:
     spool_forward_rate: float = 50.0
     spool_breaker_failures: int = 5
     spool_breaker_open: float = 10.0
+    relay: bool = False
+    relay_url: str | None = None
+    relay_port: int | None = None  # its own listener (GKE); None: a path on the ingress port
+    relay_host: str | None = None  # of its own listener; None: server.host
+    relay_service_account_email: str | None = None
+    relay_audience: str | None = None
+    relay_issuer: str = GOOGLE_ISSUER
+    relay_certs_url: str = GOOGLE_CERTS_URL
+
+    def relays(self, queue: QueueSettings) -> bool:
+        """Whether ``queue``'s tasks go through the delivery relay (its own ``relay``, else
+        ``cloudtasks.relay``)."""
+        return self.relay if queue.relay is None else queue.relay
+
+    @property
+    def relay_path(self) -> str:
+        """The path prefix the relay serves: ``relay_url``'s, without a trailing slash."""
+        return urlsplit(self.relay_url or "").path.rstrip("/")
+
+    @property
+    def relay_token_audience(self) -> str:
+        """The ``aud`` of the tokens Cloud Tasks sends the relay."""
+        return self.relay_audience or self.relay_url or ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -271,6 +309,7 @@ def validate(settings: Settings) -> None:
         )
     if settings.engine == "cloudtasks":
         _validate_cloudtasks(settings.cloudtasks, settings.queues)
+        _validate_relay(settings)
 
 
 def _validate_key_hashes(key: str, hashes: tuple[str, ...]) -> None:
@@ -374,3 +413,44 @@ def _validate_spool(ct: CloudTasksSettings) -> None:
         raise ConfigError("cloudtasks.spool_breaker_failures", "must be at least 1")
     if not 0.1 <= ct.spool_breaker_open <= 600:
         raise ConfigError("cloudtasks.spool_breaker_open", "must be between 0.1s and 600s")
+
+
+def _validate_relay(settings: Settings) -> None:
+    ct = settings.cloudtasks
+    relayed = [(i, q) for i, q in enumerate(settings.queues) if ct.relays(q)]
+    if not relayed:
+        return
+    parts = urlsplit(ct.relay_url or "")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            "cloudtasks.relay_url",
+            "the relay needs its externally reachable http(s) URL (Cloud Tasks delivers to it)",
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError("cloudtasks.relay_url", "must not carry a query string or fragment")
+    if ct.relay_port is None and not ct.relay_path:
+        raise ConfigError(
+            "cloudtasks.relay_url",
+            "on the ingress port the relay needs a reserved path (e.g. "
+            f"https://proxy.example{DEFAULT_RELAY_PATH}), or set cloudtasks.relay_port",
+        )
+    port = ct.relay_port
+    if port is not None and not 0 <= port <= 65535:
+        raise ConfigError("cloudtasks.relay_port", "must be a TCP port between 0 and 65535")
+    if port and port in (settings.server.port, settings.server.admin_port):
+        raise ConfigError("cloudtasks.relay_port", "must differ from the ingress and admin ports")
+    if not ct.relay_service_account_email:
+        raise ConfigError(
+            "cloudtasks.relay_service_account_email",
+            "the relay accepts only tokens of one service account: name it",
+        )
+    for key in ("relay_issuer", "relay_certs_url"):
+        if urlsplit(getattr(ct, key)).scheme not in ("http", "https"):
+            raise ConfigError(f"cloudtasks.{key}", "must be an http:// or https:// URL")
+    for index, queue in relayed:
+        if len(queue.name) + len(DEAD_LETTER_SUFFIX) > 100:
+            raise ConfigError(
+                f"queues[{index}].name",
+                f"must be at most {100 - len(DEAD_LETTER_SUFFIX)} characters in relay mode "
+                f"(its dead-letter queue is <name>{DEAD_LETTER_SUFFIX})",
+            )

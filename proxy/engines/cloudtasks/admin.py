@@ -1,8 +1,10 @@
 """QueueAdmin over the Cloud Tasks API, mixed into :class:`CloudTasksEngine`.
 
-Cloud Tasks can pause, resume and purge queues and list, show and delete tasks; it has no
-dead-letter queue (a task out of attempts is deleted), so those calls answer 501 with the
-reason. It reports no queue depth through the v2 API either: those fields stay empty.
+Cloud Tasks can pause, resume and purge queues and list, show and delete tasks. It has no
+dead-letter queue (a task out of attempts is deleted): for a queue in relay mode the
+dead-letter calls work on its companion queue (``dead_letters.py``); for any other they
+answer 501 with the reason. It reports no queue depth through the v2 API: those fields
+stay empty.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from google.cloud.tasks_v2 import (
 
 from proxy.config.settings import Settings
 from proxy.engines.admin import DeadLetterInfo, Page, QueueInfo, QueueState, TaskInfo
+from proxy.engines.cloudtasks.dead_letters import DeadLetters
 from proxy.engines.cloudtasks.errors import admin_error
 from proxy.engines.cloudtasks.request import QueueTarget
 from proxy.errors import NotSupportedError
@@ -35,8 +38,8 @@ T = TypeVar("T")
 ADMIN_TIMEOUT = 30.0
 NO_DEAD_LETTERS = (
     "Cloud Tasks has no dead-letter queue: a task that runs out of attempts is deleted. "
-    "Record last attempts in the backend (X-CloudTasks-TaskRetryCount), or use the embedded "
-    "engine, which keeps them."
+    "Turn on relay mode for this queue (cloudtasks.relay), which keeps them in "
+    "<queue>-dead-letters, or use the embedded engine."
 )
 _STATES: dict[int, QueueState] = {
     Queue.State.RUNNING: "running",
@@ -79,6 +82,9 @@ class CloudTasksAdmin:
         request = task.http_request
         url = urlsplit(request.url)
         base = urlsplit(self._settings.queue(queue).target).path.rstrip("/")
+        relay_base = self._targets[queue].relay_base
+        if relay_base is not None:  # relay mode: the task's URL is the relay's
+            base = urlsplit(relay_base).path.rstrip("/")
         path = url.path[len(base) :] if base and url.path.startswith(base) else url.path
         return TaskInfo(
             id=task.name.rsplit("/", 1)[-1],
@@ -172,20 +178,30 @@ class CloudTasksAdmin:
             f"Task {task_id}", lambda: client.delete_task(request=request, timeout=ADMIN_TIMEOUT)
         )
 
+    def _dead_letters(self, queue: str) -> tuple[DeadLetters, QueueTarget]:
+        target = self._targets[queue]
+        if target.relay_base is None:
+            raise NotSupportedError(NO_DEAD_LETTERS)
+        return DeadLetters(self._started_client()), target
+
     async def list_dead_letters(
         self, queue: str, *, limit: int, cursor: str | None
     ) -> Page[DeadLetterInfo]:
-        """Not offered: see :data:`NO_DEAD_LETTERS`."""
-        raise NotSupportedError(NO_DEAD_LETTERS)
+        """ListTasks (FULL view) on the queue's ``<queue>-dead-letters``."""
+        letters, target = self._dead_letters(queue)
+        return await letters.list(target, limit=limit, cursor=cursor)
 
     async def replay_dead_letter(self, queue: str, task_id: str) -> None:
-        """Not offered: see :data:`NO_DEAD_LETTERS`."""
-        raise NotSupportedError(NO_DEAD_LETTERS)
+        """CreateTask on the queue with the dead letter's request, then DeleteTask."""
+        letters, target = self._dead_letters(queue)
+        await letters.replay(target, task_id)
 
     async def replay_dead_letters(self, queue: str) -> int:
-        """Not offered: see :data:`NO_DEAD_LETTERS`."""
-        raise NotSupportedError(NO_DEAD_LETTERS)
+        """Replay every dead letter of the queue; return how many."""
+        letters, target = self._dead_letters(queue)
+        return await letters.replay_all(target)
 
     async def drop_dead_letter(self, queue: str, task_id: str) -> None:
-        """Not offered: see :data:`NO_DEAD_LETTERS`."""
-        raise NotSupportedError(NO_DEAD_LETTERS)
+        """DeleteTask on the queue's ``<queue>-dead-letters``."""
+        letters, target = self._dead_letters(queue)
+        await letters.drop(target, task_id)

@@ -3,6 +3,8 @@
 For each configured queue: create it when missing, otherwise update the rate limits and
 retry config that differ (UpdateQueue with a field mask naming exactly those fields).
 The burst size is output-only in Cloud Tasks v2, so it is neither compared nor sent.
+A queue in relay mode also gets its companion ``<queue>-dead-letters``, created and kept
+paused (Cloud Tasks never dispatches a dead letter; replays go to the queue itself).
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from google.cloud.tasks_v2 import (
     CloudTasksAsyncClient,
     CreateQueueRequest,
     GetQueueRequest,
+    PauseQueueRequest,
     Queue,
     RateLimits,
     RetryConfig,
     UpdateQueueRequest,
 )
 
-from proxy.config.settings import QueueSettings, Settings
+from proxy.config.settings import DEAD_LETTER_SUFFIX, QueueSettings, Settings
 from proxy.engines.cloudtasks.channel import make_client
 from proxy.engines.cloudtasks.errors import admin_error
 
@@ -147,9 +150,41 @@ async def apply_queues(
                     request=UpdateQueueRequest(queue=desired, update_mask={"paths": paths}),
                     timeout=30,
                 )
+        for queue in settings.queues:
+            if ct.relays(queue):
+                what = f"Queue {queue.name}{DEAD_LETTER_SUFFIX}"
+                path = f"{parent}/queues/{queue.name}{DEAD_LETTER_SUFFIX}"
+                changes.append(await _dead_letter_queue(client, parent, path, dry_run=dry_run))
     except (core_exceptions.GoogleAPICallError, core_exceptions.RetryError) as exc:
         raise admin_error(what, exc) from exc
     finally:
         if own:
             await client.transport.close()  # type: ignore[no-untyped-call]
     return changes
+
+
+async def _dead_letter_queue(
+    client: CloudTasksAsyncClient, parent: str, path: str, *, dry_run: bool
+) -> QueueChange:
+    """Create the paused dead-letter queue ``path`` when missing; pause it when it runs."""
+    name = path.rsplit("/", 1)[-1]
+    try:
+        current: Queue | None = await client.get_queue(
+            request=GetQueueRequest(name=path), retry=_RETRY, timeout=30
+        )
+    except core_exceptions.NotFound:
+        current = None
+    if current is not None and current.state == Queue.State.PAUSED:
+        return QueueChange(name, "none")
+    if current is None:
+        change = QueueChange(name, "create", (("state", None, "paused"),))
+    else:
+        change = QueueChange(name, "update", (("state", current.state.name.lower(), "paused"),))
+    if dry_run:
+        return change
+    if current is None:
+        await client.create_queue(
+            request=CreateQueueRequest(parent=parent, queue=Queue(name=path)), timeout=30
+        )
+    await client.pause_queue(request=PauseQueueRequest(name=path), timeout=30)
+    return change

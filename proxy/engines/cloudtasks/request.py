@@ -7,7 +7,7 @@ accepted request, and the raw classes are several times cheaper to fill.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from google.api_core.gapic_v1 import routing_header
@@ -42,6 +42,7 @@ class QueueTarget:
     scope: str | None  # of an OAuth token (then no OIDC token)
     dispatch_deadline_ms: int
     metadata: tuple[tuple[str, str], ...]  # routing and client headers of each CreateTask
+    relay_base: str | None = None  # relay mode: tasks go to this URL + path, not the target
 
     def task_name(self, task_id: str) -> str:
         """The full task name for the short id ``task_id``."""
@@ -55,7 +56,9 @@ def queue_targets(settings: Settings) -> dict[str, QueueTarget]:
     OIDC token's audience is the queue's, else the target's origin
     (``scheme://host[:port]``), so a path or query never breaks the token check on the
     backend. ``auth = "oauth"`` asks for an OAuth token with the queue's scope instead;
-    ``auth = "none"`` for no token at all.
+    ``auth = "none"`` for no token at all. A queue in relay mode gets the relay's URL with
+    the queue's name as the tasks' target and an OIDC token for the relay instead (the
+    relay adds the backend's own token).
     """
     ct = settings.cloudtasks
     parent = f"projects/{ct.project}/locations/{ct.location}"
@@ -74,6 +77,14 @@ def queue_targets(settings: Settings) -> dict[str, QueueTarget]:
             dispatch_deadline_ms=round(queue.dispatch_deadline * 1000),
             metadata=(_routing_metadata((("parent", path),)), client_header),
         )
+        if ct.relays(queue):
+            targets[queue.name] = replace(
+                targets[queue.name],
+                service_account_email=ct.relay_service_account_email,
+                audience=ct.relay_token_audience,
+                scope=None,
+                relay_base=f"{(ct.relay_url or '').rstrip('/')}/{queue.name}",
+            )
     return targets
 
 
@@ -84,7 +95,10 @@ def create_task_message(target: QueueTarget, envelope: Envelope) -> Any:
     The body is sent only for POST, PUT and PATCH (Cloud Tasks refuses it otherwise);
     ``schedule_time`` (Unix seconds) is passed on, truncated to microseconds.
     """
-    outgoing = build_request(target.settings, envelope)
+    queue = target.settings
+    if target.relay_base is not None:
+        queue = replace(queue, target=target.relay_base)
+    outgoing = build_request(queue, envelope)
     http = _HttpRequestPb(
         url=outgoing.url, http_method=_METHODS[outgoing.method], headers=outgoing.headers
     )

@@ -22,17 +22,24 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+").fullmatch  # a field name (R
 class Outcome:
     """How an attempt ended: ``status`` (``None`` when no response came), the status class
     for metrics, the server's ``Retry-After`` in seconds, and a snippet of the response
-    body or a description of the transport error."""
+    body or a description of the transport error. ``retry_after_value`` is the header's
+    text as the server sent it (the relay passes it on)."""
 
-    __slots__ = ("error", "kind", "retry_after", "status")
+    __slots__ = ("error", "kind", "retry_after", "retry_after_value", "status")
 
     def __init__(
-        self, status: int | None, kind: str, error: str = "", retry_after: float | None = None
+        self,
+        status: int | None,
+        kind: str,
+        error: str = "",
+        retry_after: float | None = None,
+        retry_after_value: str | None = None,
     ) -> None:
         self.status = status
         self.kind = kind
         self.error = error
         self.retry_after = retry_after
+        self.retry_after_value = retry_after_value
 
     @property
     def success(self) -> bool:
@@ -137,10 +144,11 @@ def _outcome(response: Response, now: float) -> Outcome:
     kind = f"{status // 100}xx" if 100 <= status < 600 else "error"
     if 200 <= status < 300:
         return Outcome(status, kind)
-    retry_after = None
+    retry_after = value = None
     if status in (429, 503):
-        retry_after = parse_retry_after(response.retry_after, now)
-    return Outcome(status, kind, response.snippet.decode("utf-8", "replace"), retry_after)
+        value = response.retry_after
+        retry_after = parse_retry_after(value, now)
+    return Outcome(status, kind, response.snippet.decode("utf-8", "replace"), retry_after, value)
 
 
 class Sender(Protocol):

@@ -41,21 +41,13 @@ from proxy.engines.local import attempt
 from proxy.engines.local.bucket import Throttle, TokenBucket
 from proxy.engines.local.clock import Clock
 from proxy.engines.local.store.store import AttemptResult, LeasedTask, Store
+from proxy.engines.recording import AttemptRecorder
 from proxy.engines.retry import DONE, GIVE_UP, decide
 from proxy.engines.tokens import TokenError, Tokens
 from proxy.errors import EngineError
-from proxy.logs import FixedLine, emit
 from proxy.metrics import Metrics
 
 logger = logging.getLogger("ingest_proxy.local")
-delivery_log = logging.getLogger("ingest_proxy.delivery")
-# The line of an attempt that got an answer and needs no extra field: the usual one.
-_ANSWERED_LINE = FixedLine(
-    delivery_log,
-    logging.INFO,
-    "delivery",
-    ("queue", "task", "request_id", "attempt", "status", "outcome", "latency_ms", "result"),
-)
 
 LEASE_BATCH = 100  # tasks taken per store round trip at most
 # A queue running at its rate limit leases what the bucket earns in this many seconds at
@@ -109,13 +101,10 @@ class Dispatcher:
         self._capped = False  # the last step found no free slot: a finished attempt wakes it
         self._stopping = False
         self.paused = False  # set by the admin API: no new attempts, tasks still accepted
-        name = queue.name
-        self._dispatches = {
-            kind: metrics.dispatches.labels(name, kind)
-            for kind in ("2xx", "3xx", "4xx", "5xx", "error", "timeout", "auth")
-        }
-        self._delivery_seconds = metrics.delivery_seconds.labels(name)
-        self._task_attempts = metrics.task_attempts.labels(name)
+        self._recorder = AttemptRecorder(metrics, queue.name)
+        self._dispatches = self._recorder.dispatches
+        self._delivery_seconds = self._recorder.delivery_seconds
+        self._task_attempts = self._recorder.task_attempts
 
     # ------------------------------------------------------------ scheduling
 
@@ -435,35 +424,12 @@ class Dispatcher:
         level: int = logging.INFO,
         **extra: object,
     ) -> None:
-        """One line per attempt (never the body or the query string)."""
-        if not delivery_log.isEnabledFor(level):
-            return
-        if level == logging.INFO and not extra and outcome.status is not None:
-            _ANSWERED_LINE.emit(
-                self.queue.name,
-                task.envelope.id,
-                task.envelope.request_id,
-                attempts,
-                outcome.status,
-                outcome.kind,
-                round(latency * 1000, 3),
-                result,
-            )
-            return
-        fields: dict[str, object] = {
-            "queue": self.queue.name,
-            "task": task.envelope.id,
-            "request_id": task.envelope.request_id,
-            "attempt": attempts,
-            "status": outcome.status,
-            "outcome": outcome.kind,
-            "latency_ms": round(latency * 1000, 3),
-            "result": result,
-            **extra,
-        }
-        if outcome.status is None:
-            fields["error"] = outcome.error
-        emit(delivery_log, level, "delivery", fields)  # never blocks (proxy/logsink.py)
+        """One line per attempt (proxy/engines/recording.py)."""
+        envelope = task.envelope
+        self._recorder.log(
+            envelope.id, envelope.request_id, outcome, attempts, latency, result,
+            level=level, **extra,
+        )  # fmt: skip
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
