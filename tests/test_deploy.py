@@ -332,6 +332,10 @@ def rendered(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]
     return request.param, [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
+# Where an external HTTPS load balancer's proxies and health checks reach the pods from.
+GOOGLE_FRONT_ENDS = {"35.191.0.0/16", "130.211.0.0/22"}
+
+
 def kinds(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 
@@ -499,31 +503,51 @@ def test_engine_specific_shape(rendered: tuple[str, list[dict[str, Any]]], tmp_p
         assert mount["name"] in claims, "the SQLite file must live on the volume claim"
 
 
-def test_service_and_network_policy(rendered: tuple[str, list[dict[str, Any]]]) -> None:
-    """The Service reaches the named container ports; the NetworkPolicy opens the ingress
-    port to all and the admin port only to the monitoring namespace."""
+def test_service_and_network_policy(
+    rendered: tuple[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    """The Services reach the named container ports; the NetworkPolicy opens the ingress
+    port to all, the admin port only to the monitoring namespace and, in relay mode, the
+    relay's own port (a Service of its own) only to Google's front ends."""
     _, docs = rendered
     (workload,) = workloads(docs)
+    settings = workload_settings(workload, docs, tmp_path)
     container = proxy_container(workload)
     labels = workload["spec"]["template"]["metadata"]["labels"]
-    (service,) = kinds(docs, "Service")
-    assert service["spec"]["selector"].items() <= labels.items()
+    services = {s["metadata"]["name"]: s for s in kinds(docs, "Service")}
     names = {p["name"] for p in container["ports"]}
-    assert {p["targetPort"] for p in service["spec"]["ports"]} <= names
+    for service in services.values():
+        assert service["spec"]["selector"].items() <= labels.items()
+        assert {p["targetPort"] for p in service["spec"]["ports"]} <= names
+    relay_port = settings.cloudtasks.relay_port if settings.engine == "cloudtasks" else None
+    assert set(services) == {"ingest-proxy"} | ({"ingest-proxy-relay"} if relay_port else set())
     (policy,) = kinds(docs, "NetworkPolicy")
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    admin_rules = []
+    admin_rules, relay_rules = [], []
     for rule in policy["spec"]["ingress"]:
         assert rule.get("ports"), "a rule without ports would open the admin port"
         ports = {p["port"] for p in rule["ports"]}
         if "admin" in ports or port_number(container, "admin") in ports:
             admin_rules.append(rule)
+        if "relay" in ports or (relay_port and relay_port in ports):
+            relay_rules.append(rule)
     assert admin_rules
     for rule in admin_rules:
         assert rule["from"] == [
             {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
         ]
+    if relay_port:
+        assert settings.cloudtasks.relay_host == "0.0.0.0"
+        assert port_number(container, "relay") == relay_port
+        (port,) = services["ingest-proxy-relay"]["spec"]["ports"]
+        assert port["targetPort"] == "relay"
+        assert relay_rules
+        for rule in relay_rules:
+            assert {b["ipBlock"]["cidr"] for b in rule["from"]} == GOOGLE_FRONT_ENDS
+    else:
+        assert not relay_rules
+        assert "relay" not in names
 
 
 def test_service_monitor_scrapes_admin_metrics(rendered: tuple[str, list[dict[str, Any]]]) -> None:
