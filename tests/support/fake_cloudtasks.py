@@ -21,7 +21,7 @@ import grpc
 import pytest
 from google.cloud.tasks_v2 import CreateTaskRequest, GetQueueRequest, Queue, Task
 
-from tests.support.loop_thread import LoopThread
+from tests.support.loop_thread import GrpcServerThread
 
 SERVICE = "google.cloud.tasks.v2.CloudTasks"
 START_TIMEOUT = 10.0
@@ -37,7 +37,7 @@ class Failure:
     after_store: bool = False
 
 
-class FakeCloudTasks:
+class FakeCloudTasks(GrpcServerThread):
     """Cloud Tasks stand-in: remembers task names and answers ALREADY_EXISTS on a repeat
     (as the real service does), fails the next calls on request, delays answers.
 
@@ -46,7 +46,7 @@ class FakeCloudTasks:
     """
 
     def __init__(self) -> None:
-        self.host = ""
+        super().__init__("the fake Cloud Tasks server", START_TIMEOUT)
         self._lock = threading.Lock()
         self._tasks: dict[str, Task] = {}
         self._requests: list[CreateTaskRequest] = []
@@ -57,8 +57,6 @@ class FakeCloudTasks:
         self.missing_queues: set[str] = set()
         self.create_calls = 0
         self.get_queue_calls = 0
-        self._server: grpc.aio.Server | None = None
-        self._runner = LoopThread("the fake Cloud Tasks server", START_TIMEOUT)
 
     # ------------------------------------------------------------ test controls
 
@@ -152,7 +150,8 @@ class FakeCloudTasks:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"Queue {request.name} not found.")
         return Queue(name=request.name, state=Queue.State.RUNNING)
 
-    def _handler(self) -> grpc.GenericRpcHandler:
+    def handler(self) -> grpc.GenericRpcHandler:
+        """CreateTask and GetQueue."""
         return grpc.method_handlers_generic_handler(
             SERVICE,
             {
@@ -168,27 +167,6 @@ class FakeCloudTasks:
                 ),
             },
         )
-
-    # ------------------------------------------------------------ lifecycle
-
-    async def _start(self) -> None:
-        server = grpc.aio.server()
-        server.add_generic_rpc_handlers((self._handler(),))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        self._server = server
-        self.host = f"127.0.0.1:{port}"
-
-    def start(self) -> None:
-        """Serve on a free port of 127.0.0.1 in a thread of its own."""
-        self._runner.start(self._start)
-
-    def stop(self) -> None:
-        """Stop serving (calls in flight are cancelled) and end the thread."""
-        server = self._server
-        if server is not None:
-            self._runner.stop(lambda: server.stop(0))
-            self._server = None
 
 
 @contextlib.contextmanager

@@ -9,6 +9,8 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import grpc
+
 T = TypeVar("T")
 
 
@@ -66,3 +68,36 @@ class LoopThread:
         loop.call_soon_threadsafe(loop.stop)
         self._thread.join(self.timeout)
         self.loop = None
+
+
+class GrpcServerThread:
+    """A grpc.aio server on a free port of 127.0.0.1 (``host``), on a :class:`LoopThread`.
+    Subclasses give :meth:`handler`, which is called on that loop."""
+
+    def __init__(self, what: str, timeout: float) -> None:
+        self.host = ""
+        self._server: grpc.aio.Server | None = None
+        self._runner = LoopThread(what, timeout)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The server's methods (on the server's loop)."""
+        raise NotImplementedError
+
+    async def _start(self) -> None:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((self.handler(),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        self._server = server
+        self.host = f"127.0.0.1:{port}"
+
+    def start(self) -> None:
+        """Serve in a thread of its own; raise what start-up raised."""
+        self._runner.start(self._start)
+
+    def stop(self) -> None:
+        """Stop serving (calls in flight are cancelled) and end the thread."""
+        server = self._server
+        if server is not None:
+            self._runner.stop(lambda: server.stop(0))
+            self._server = None

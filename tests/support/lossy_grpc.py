@@ -14,25 +14,24 @@ from typing import Any
 
 import grpc
 
-from tests.support.loop_thread import LoopThread
+from tests.support.loop_thread import GrpcServerThread
 
 START_TIMEOUT = 10.0
 
 
-class LossyProxy:
+class LossyProxy(GrpcServerThread):
     """Forwards to ``upstream`` (``host:port``); counts the answers it lost."""
 
     def __init__(self, upstream: str) -> None:
+        super().__init__("the lossy gRPC proxy", START_TIMEOUT)
         self.upstream = upstream
-        self.host = ""
         self.losing = False
         self.lost = 0
         self._lock = threading.Lock()
-        self._server: grpc.aio.Server | None = None
-        self._runner = LoopThread("the lossy gRPC proxy", START_TIMEOUT)
 
-    def _handler(self, channel: grpc.aio.Channel) -> grpc.GenericRpcHandler:
-        proxy = self
+    def handler(self) -> grpc.GenericRpcHandler:
+        """Forward every method to ``upstream`` (on the server's loop)."""
+        proxy, channel = self, grpc.aio.insecure_channel(self.upstream)
 
         class Forward(grpc.GenericRpcHandler):
             def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
@@ -57,26 +56,6 @@ class LossyProxy:
                 return grpc.unary_unary_rpc_method_handler(forward)
 
         return Forward()
-
-    async def _start(self) -> None:
-        channel = grpc.aio.insecure_channel(self.upstream)
-        server = grpc.aio.server()
-        server.add_generic_rpc_handlers((self._handler(channel),))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        self._server = server
-        self.host = f"127.0.0.1:{port}"
-
-    def start(self) -> None:
-        """Serve in a thread of its own."""
-        self._runner.start(self._start)
-
-    def stop(self) -> None:
-        """Stop serving and end the thread."""
-        server = self._server
-        if server is not None:
-            self._runner.stop(lambda: server.stop(0))
-            self._server = None
 
 
 @contextlib.contextmanager

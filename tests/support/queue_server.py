@@ -68,7 +68,7 @@ class QueueStateServer(FakeCloudTasks):
             self.queues[name] = Queue.wrap(merged)
             return self.queues[name]
 
-    def _handler(self) -> grpc.GenericRpcHandler:
+    def handler(self) -> grpc.GenericRpcHandler:
         def unary(handler: Any, request_type: Any) -> grpc.RpcMethodHandler[Any, Any]:
             return grpc.unary_unary_rpc_method_handler(
                 handler,
