@@ -58,6 +58,14 @@ def _dead_letters(client: httpx.Client, admin_url: str, queue: str) -> list[dict
     return letters
 
 
+def _dead_letter_count(client: httpx.Client, admin_url: str, queue: str) -> int | None:
+    """The dead-letter count GET /queues/{queue} reports."""
+    answer = client.get(f"{admin_url}/queues/{queue}", headers=ADMIN)
+    assert answer.status_code == 200, answer.text
+    count: int | None = answer.json()["dead_letters"]
+    return count
+
+
 def test_a_task_out_of_attempts_is_a_dead_letter_and_a_replay_delivers_it_once(
     local_server: ServerThread, tmp_path: Path
 ) -> None:
@@ -126,11 +134,13 @@ def test_dead_letters_are_dropped_and_replayed_all_through_the_admin_api(
         with run_relay_proxy(settings) as proxy, httpx.Client(timeout=WAIT) as client:
             ids = [client.post(f"{proxy.url}/x{n}").json()["task"] for n in range(2)]
             wait_for(lambda: len(_dead_letters(client, proxy.admin_url, queue)) == 2, WAIT)
+            assert _dead_letter_count(client, proxy.admin_url, queue) == 2
             dropped = client.delete(
                 f"{proxy.admin_url}/queues/{queue}/dead-letters/{ids[0]}", headers=ADMIN
             )
             assert dropped.status_code in (200, 204), dropped.text
             assert [d["id"] for d in _dead_letters(client, proxy.admin_url, queue)] == [ids[1]]
+            assert _dead_letter_count(client, proxy.admin_url, queue) == 1
             backend.responder = lambda r: 200
             replayed = client.post(
                 f"{proxy.admin_url}/queues/{queue}/dead-letters/replay", headers=ADMIN

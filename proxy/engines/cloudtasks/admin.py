@@ -9,6 +9,7 @@ stay empty.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -102,7 +103,8 @@ class CloudTasksAdmin:
         )
 
     async def list_queues(self) -> list[QueueInfo]:
-        """Every configured queue as Cloud Tasks reports it (state and rate limits)."""
+        """Every configured queue as Cloud Tasks reports it (state and rate limits; for a
+        relay-mode queue, also how many dead letters its ``<queue>-dead-letters`` holds)."""
         client = self._started_client()
         infos = []
         for name in self._targets:
@@ -112,7 +114,15 @@ class CloudTasksAdmin:
                     request=GetQueueRequest(name=self._path(n)), timeout=ADMIN_TIMEOUT
                 ),
             )
-            infos.append(self._queue_info(name, queue))
+            info = self._queue_info(name, queue)
+            target = self._targets[name]
+            if target.relay_base is not None:  # relay mode keeps dead letters: count them
+                count = await self._call(
+                    f"Dead letters of {name}",
+                    lambda t=target: DeadLetters(client).count(t),  # type: ignore[misc]
+                )
+                info = dataclasses.replace(info, dead_letters=count)
+            infos.append(info)
         return infos
 
     async def pause_queue(self, queue: str) -> QueueInfo:
