@@ -22,12 +22,15 @@ class OutgoingRequest:
 
 
 def target_url(queue: QueueSettings, envelope: Envelope) -> str:
-    """The queue's target joined with the request path and query (the target's own path is
-    a prefix: target ``http://b/api`` + path ``/x`` gives ``http://b/api/x``)."""
-    url = queue.target.rstrip("/") + envelope.path
-    if envelope.query:
-        url = f"{url}?{envelope.query}"
-    return url
+    """The queue's target joined with the request path and query (see :func:`join_url`)."""
+    return join_url(queue.target, envelope.path, envelope.query)
+
+
+def join_url(base: str, path: str, query: str) -> str:
+    """``base`` joined with a request ``path`` and ``query`` (the base's own path is a
+    prefix: ``http://b/api`` + ``/x`` gives ``http://b/api/x``)."""
+    url = base.rstrip("/") + path
+    return f"{url}?{query}" if query else url
 
 
 def joined_headers(pairs: tuple[tuple[str, str], ...]) -> dict[str, str]:

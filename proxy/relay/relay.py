@@ -47,8 +47,8 @@ from proxy.engines.cloudtasks.dead_letters import (
     LastAttempt,
     dead_letter_task,
 )
-from proxy.engines.cloudtasks.request import QueueTarget, queue_targets
-from proxy.engines.delivery import OutgoingRequest, joined_headers
+from proxy.engines.cloudtasks.request import queue_targets
+from proxy.engines.delivery import OutgoingRequest, join_url, joined_headers
 from proxy.engines.http_client import ConnectionPool, tls_context
 from proxy.engines.local.attempt import Outcome, PoolSender
 from proxy.engines.recording import AttemptRecorder
@@ -202,7 +202,7 @@ class Relay:
         request_id = headers.get("x-request-id")
         outgoing = OutgoingRequest(
             method=str(scope["method"]),
-            url=_backend_url(queue, path, scope),
+            url=join_url(queue.target, path, _query(scope)),
             headers={k: v for k, v in headers.items() if k not in _NOT_FORWARDED},
             body=body,
         )
@@ -317,7 +317,7 @@ class Relay:
             target,
             last,
             method=outgoing.method,
-            url=_relay_url(target, path, scope),
+            url=join_url(target.relay_base or "", path, _query(scope)),
             headers=kept,
             body=outgoing.body,
         )
@@ -364,16 +364,9 @@ def _count(text: str | None) -> int:
     return int(text) if text and text.isdigit() else 0
 
 
-def _backend_url(queue: QueueSettings, path: str, scope: Mapping[str, Any]) -> str:
-    url = queue.target.rstrip("/") + path
-    query = bytes(scope.get("query_string") or b"").decode("latin-1")
-    return f"{url}?{query}" if query else url
-
-
-def _relay_url(target: QueueTarget, path: str, scope: Mapping[str, Any]) -> str:
-    url = (target.relay_base or "") + path
-    query = bytes(scope.get("query_string") or b"").decode("latin-1")
-    return f"{url}?{query}" if query else url
+def _query(scope: Mapping[str, Any]) -> str:
+    """The query string of the request in ``scope``."""
+    return bytes(scope.get("query_string") or b"").decode("latin-1")
 
 
 def _answer(status: int, outcome: Outcome) -> Answer:
