@@ -2,8 +2,10 @@
 #
 # Reproducible: the base image is pinned by version, every Python package comes from a
 # hash-checked lock file (requirements.lock for the runtime, requirements-build.lock for the
-# build backend) as a prebuilt wheel, so the build needs no compiler and no network index
-# beyond PyPI. docs/deploy.md says how to regenerate the locks and pin the base by digest.
+# build backend and mypyc) as a prebuilt wheel, with no network index beyond PyPI and
+# Debian's. The build stage has a C compiler: mypyc compiles the per-request modules
+# (setup.py); the runtime image has none. docs/deploy.md says how to regenerate the locks
+# and pin the base by digest.
 #
 #   docker build -t ingest-proxy .
 #   docker run -p 8080:8080 -e INGEST_PROXY_TARGET=https://backend.example ingest-proxy
@@ -16,6 +18,13 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 WORKDIR /src
 
+# gcc and libc headers for the mypyc build only (the runtime stage copies the venv alone).
+# Debian's versions are not pinned: bookworm's security updates replace them in the archive.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+
 # Two venvs: /opt/build holds the build backend, /opt/venv only what runs. The runtime venv
 # has no pip of its own; the build venv's pip installs into it with --python.
 RUN python -m venv /opt/build \
@@ -26,7 +35,7 @@ RUN /opt/build/bin/pip install --require-hashes --no-deps -r requirements-build.
  && /opt/build/bin/pip --python /opt/venv/bin/python install --require-hashes --no-deps \
         -r requirements.lock
 
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY proxy ./proxy
 # The project itself: built from source with the locked backend, no build isolation (which
 # would fetch an unpinned setuptools), installed without dependencies (all are locked above).

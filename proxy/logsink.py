@@ -52,9 +52,9 @@ class LineSink:
         self._asleep = False
         self._busy = False  # the writer holds lines taken from the buffer, not yet written
         self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"log-writer-fd{self.fd}")
-        self._thread.daemon = True
-        self._thread.start()
+        self._worker = threading.Thread(target=self._run, name=f"log-writer-fd{self.fd}")
+        self._worker.daemon = True
+        self._worker.start()
 
     def put(self, line: str) -> None:
         """Queue ``line`` (without its newline) to be written; drop it when the buffer is
@@ -77,7 +77,7 @@ class LineSink:
         deadline = time.monotonic() + timeout
         while self._buf or self._busy:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._thread.is_alive():
+            if remaining <= 0 or not self._worker.is_alive():
                 return False
             if self._asleep:
                 self._wake.set()

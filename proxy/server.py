@@ -19,6 +19,7 @@ from typing import Any
 
 import uvicorn
 
+from proxy._compiled import COMPILED_MODULES, compiled_modules, stale_modules
 from proxy.app import create_admin_app, create_app
 from proxy.config.settings import Settings
 from proxy.http.admin_protocol import guarded_protocol
@@ -139,10 +140,32 @@ GC_THRESHOLD = (20_000, 20, 20)
 SWITCH_INTERVAL = 0.0005
 
 
+def log_build() -> None:
+    """Say at start whether the per-request modules run compiled (proxy/_compiled.py)."""
+    compiled = compiled_modules()
+    if len(compiled) == len(COMPILED_MODULES):
+        logger.info("per-request modules compiled: %d of %d", len(compiled), len(compiled))
+    else:
+        logger.warning(
+            "per-request modules compiled: %d of %d; the rest run interpreted, at about a"
+            " third more CPU per request (built with INGEST_PROXY_PURE_PYTHON=1, or"
+            " imported from a source tree without the build)",
+            len(compiled),
+            len(COMPILED_MODULES),
+        )
+    stale = stale_modules()
+    if stale:
+        logger.warning(
+            "compiled modules older than their source (rebuild: pip install -e .): %s",
+            ", ".join(stale),
+        )
+
+
 async def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; return the process exit status."""
     gc.set_threshold(*GC_THRESHOLD)
     sys.setswitchinterval(SWITCH_INTERVAL)
+    log_build()
     ingress, admin, runtime = build_servers(settings)
     loop = asyncio.get_running_loop()
 

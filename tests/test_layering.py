@@ -209,7 +209,7 @@ def test_the_public_names_load_when_used() -> None:
 # The import names of pyproject.toml's runtime dependencies (and of what they install:
 # uvicorn[standard] brings uvloop, google-cloud-tasks the rest of the google namespace).
 _RUNTIME = {"starlette", "uvicorn", "uvloop", "httptools", "google", "grpc", "tenacity"}
-_RUNTIME |= {"prometheus_client", "rich", "cryptography", "proxy"}
+_RUNTIME |= {"prometheus_client", "rich", "cryptography", "mypy_extensions", "proxy"}
 
 
 def test_the_package_imports_only_its_runtime_dependencies() -> None:

@@ -40,7 +40,7 @@ import asyncio
 import logging
 from collections import deque
 from http import HTTPStatus
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 from urllib.parse import unquote
 
 import httptools
@@ -94,35 +94,49 @@ class _StoppedError(Exception):
     """Raised in a parser callback to stop parsing: the connection reads no more requests."""
 
 
+class ProtocolLimits:
+    """The listener's time and size limits, shared by its connections, and the pending
+    deadline sweep of each event loop."""
+
+    __slots__ = ("body_timeout", "header_timeout", "max_head_bytes", "sweep_period", "sweepers")
+
+    def __init__(self, header_timeout: float, max_head_bytes: int, body_timeout: float) -> None:
+        self.header_timeout = header_timeout  # seconds
+        self.max_head_bytes = max_head_bytes
+        self.body_timeout = body_timeout  # seconds
+        self.sweep_period = min(1.0, header_timeout / 4, body_timeout / 4)  # seconds
+        self.sweepers: dict[asyncio.AbstractEventLoop, asyncio.TimerHandle] = {}
+
+
 def ingress_protocol(
     header_timeout: float, max_head_bytes: int, body_timeout: float
 ) -> type[asyncio.Protocol]:
-    """The protocol class for uvicorn's ``http`` option (see the module docstring)."""
-    attributes = {
-        "header_timeout": header_timeout,
-        "max_head_bytes": max_head_bytes,
-        "body_timeout": body_timeout,
-        "sweep_period": min(1.0, header_timeout / 4, body_timeout / 4),
-        "sweepers": {},
-    }
-    return type("IngressProtocol", (IngressProtocol,), attributes)
+    """The protocol factory for uvicorn's ``http`` option (see the module docstring);
+    timeouts in seconds. uvicorn only calls what it is given, with the arguments of a
+    protocol class; a factory, not a subclass, because the class may be compiled."""
+    limits = ProtocolLimits(header_timeout, max_head_bytes, body_timeout)
+
+    def protocol(
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> IngressProtocol:
+        return IngressProtocol(limits, config, server_state, app_state, _loop)
+
+    return cast(type[asyncio.Protocol], protocol)
 
 
 class IngressProtocol(asyncio.Protocol):
-    """One connection of the ingress listener; configured by :func:`ingress_protocol`.
+    """One connection of the ingress listener; made by :func:`ingress_protocol`'s factory.
 
     Deadlines are checked by one sweep over the server's connections every quarter of the
     shorter timeout (at most 1 s), not by a timer per request.
     """
 
-    header_timeout: ClassVar[float] = 10.0
-    max_head_bytes: ClassVar[int] = 65536
-    body_timeout: ClassVar[float] = 30.0
-    sweep_period: ClassVar[float] = 1.0
-    sweepers: ClassVar[dict[asyncio.AbstractEventLoop, asyncio.TimerHandle]] = {}
-
     def __init__(
         self,
+        limits: ProtocolLimits,
         config: Config,
         server_state: ServerState,
         app_state: dict[str, Any],
@@ -132,6 +146,11 @@ class IngressProtocol(asyncio.Protocol):
         if not isinstance(ingress, Ingress):
             raise TypeError("the ingress protocol serves only the app of proxy.app.create_app")
         self.ingress = ingress
+        self.limits = limits
+        self.header_timeout = limits.header_timeout
+        self.max_head_bytes = limits.max_head_bytes
+        self.body_timeout = limits.body_timeout
+        self.sweepers = limits.sweepers
         self.max_body = ingress.max_body
         self.loop = _loop or asyncio.get_running_loop()
         self.server_state = server_state
@@ -359,7 +378,7 @@ class IngressProtocol(asyncio.Protocol):
 
     def _sweep_soon(self) -> None:
         if self.loop not in self.sweepers:
-            self.sweepers[self.loop] = self.loop.call_later(self.sweep_period, self._sweep)
+            self.sweepers[self.loop] = self.loop.call_later(self.limits.sweep_period, self._sweep)
 
     def _sweep(self) -> None:
         now = self.loop.time()
@@ -367,7 +386,7 @@ class IngressProtocol(asyncio.Protocol):
             if isinstance(connection, IngressProtocol):
                 connection.check_deadlines(now)
         if self.connections:
-            self.sweepers[self.loop] = self.loop.call_later(self.sweep_period, self._sweep)
+            self.sweepers[self.loop] = self.loop.call_later(self.limits.sweep_period, self._sweep)
         else:
             del self.sweepers[self.loop]
 

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from itertools import chain
 from typing import Any, NamedTuple
 
+from mypy_extensions import mypyc_attr
+
 from proxy.auth import bearer_token, key_matches
 from proxy.config.settings import Settings
 from proxy.engines import Engine
@@ -75,6 +77,9 @@ _FAILED = ProxyError("The proxy failed while storing the request; retry it.")
 ALLOWED_METHODS = frozenset({"POST", "GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
+# The relay's ingress (proxy/relay/listener.py) is a subclass, and interpreted: this class
+# is compiled (setup.py).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Ingress:
     """Turns every HTTP request into a durable task on its route's queue (see the module
     docstring for the two steps)."""

@@ -25,7 +25,6 @@ from proxy.config.loading import settings_from_dict
 from proxy.envelope import EnqueueResult, Envelope
 from proxy.errors import BacklogFullError
 from proxy.http.ingress_protocol import MAX_PIPELINED, ingress_protocol
-from proxy.ingress.pipeline import Ingress
 from proxy.server import ingress_options
 from tests.support.engines import RecordingEngine
 from tests.support.servers import serve_in_thread
@@ -366,20 +365,28 @@ def test_protocol_refuses_an_app_that_is_not_the_proxy() -> None:
 
 
 def test_a_bug_in_a_parser_callback_is_a_logged_json_500(
-    proxy: tuple[int, GatedEngine],
+    request: pytest.FixtureRequest,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """An unexpected exception raised while the parser calls the protocol (here from the
-    ingress's check of a head) is a JSON 500 and a logged traceback, not a silent 400."""
-    port, engine = proxy
+    ingress's check of a head, counting a refusal) is a JSON 500 and a logged traceback,
+    not a silent 400. The bug is planted in the metrics (plain Python): the ingress itself
+    may be compiled (setup.py), and a compiled class's methods cannot be replaced."""
+    engine = GatedEngine()
+    app = create_app(SETTINGS, engine=engine)
 
-    def broken(scope: Any) -> Any:
+    def broken(*labels: str) -> Any:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(Ingress, "start", lambda self, scope: broken(scope))
-    with caplog.at_level(logging.ERROR, logger="ingest_proxy.http"), _connect(port) as sock:
-        sock.sendall(_post("/bug"))
+    monkeypatch.setattr(app.ingress.metrics.requests, "labels", broken)
+    options = ingress_options(SETTINGS) | {"log_level": "warning"}
+    with (
+        serve_in_thread(app, **options) as url,
+        caplog.at_level(logging.ERROR, logger="ingest_proxy.http"),
+        _connect(int(url.rsplit(":", 1)[1])) as sock,
+    ):
+        sock.sendall(b"TRACE /bug HTTP/1.1\r\nHost: x\r\n\r\n")  # refused: 405, counted
         (answer,) = _read(sock)
         assert _closed(sock)
     assert answer.status == 500

@@ -114,7 +114,7 @@ class Writer:
         self.on_transaction_end = on_transaction_end
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()  # lists of jobs, or _STOP
         self._gathering: dict[asyncio.AbstractEventLoop, _Gathering] = {}
-        self._thread: threading.Thread | None = None
+        self._worker: threading.Thread | None = None
         self._closed = False
         self._sync_now = ""
         self.last_failure: tuple[float, str] | None = None  # (monotonic time, reason)
@@ -127,10 +127,10 @@ class Writer:
     def start(self, init: Callable[[sqlite3.Connection], T]) -> T:
         """Open the database in the writer thread and run ``init`` there (blocking)."""
         ready: ThreadFuture[T] = ThreadFuture()
-        self._thread = threading.Thread(
+        self._worker = threading.Thread(
             target=self._main, args=(init, ready), name="ingest-proxy-sqlite", daemon=True
         )
-        self._thread.start()
+        self._worker.start()
         return ready.result()
 
     def close(self) -> None:
@@ -139,8 +139,8 @@ class Writer:
             return
         self._closed = True
         self._inbox.put(_STOP)
-        if self._thread is not None:
-            self._thread.join()
+        if self._worker is not None:
+            self._worker.join()
 
     # ------------------------------------------------------------ submitting
 
